@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..registry import Registry
+
+# name -> factory(split: str, root: Optional[str], **options) -> Dataset
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
+
+
+def build_dataset(name: str, split: str = "train", root: Optional[str] = None, transform=None, **options: Any) -> Dataset:
+    """Build a registered dataset. Unknown options for a dataset are a user error."""
+    factory = DATASETS.get(name)
+    ds = factory(split=split, root=root, **options)
+    ds.transform = transform
+    return ds
+
+
+def dataset_names():
+    return DATASETS.names()
+
+
+class ArrayDataset(Dataset):
+    """In-memory images (N, H, W, 3) uint8 with int labels or (N, C) multi-hot targets."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes, multilabel: bool = False,
+                 difficult: Optional[np.ndarray] = None, transform=None, name: str = ""):
+        assert images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8
+        self.images = images
+        self.labels = labels
+        self.classes = list(classes)
+        self.num_classes = len(self.classes)
+        self.multilabel = multilabel
+        self.difficult = difficult
+        self.transform = transform
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: int):
+        img = torch.from_numpy(np.ascontiguousarray(self.images[idx])).permute(2, 0, 1)
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.multilabel:
+            target = torch.from_numpy(self.labels[idx].astype(np.float32))
+        else:
+            target = int(self.labels[idx])
+        return img, target
