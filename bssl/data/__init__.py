@@ -6,7 +6,7 @@ Every dataset yields ``(image, target)`` where ``image`` is a ``uint8`` tensor o
 Datasets also expose ``num_classes``, ``classes`` and ``multilabel``.
 """
 
-from .registry import DATASETS, build_dataset, dataset_names
+from .registry import DATASETS, ArrayDataset, build_dataset, dataset_from_config, dataset_names
 from . import synthetic as _synthetic  # noqa: F401  (registers embedded datasets)
 
-__all__ = ["DATASETS", "build_dataset", "dataset_names"]
+__all__ = ["DATASETS", "ArrayDataset", "build_dataset", "dataset_from_config", "dataset_names"]

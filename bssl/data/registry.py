@@ -51,3 +51,26 @@ class ArrayDataset(Dataset):
         else:
             target = int(self.labels[idx])
         return img, target
+
+
+_EMBEDDED_SIZE_KEYS = {"train": "num_train", "test": "num_test", "val": "num_test"}
+
+
+def dataset_from_config(cfg: dict, split: str = "train", transform=None, name: Optional[str] = None) -> Dataset:
+    """Build the dataset described by the preset's [data] section (or `name` with the same options).
+
+    Embedded datasets (generated or bundled) take their size from data.num_train / data.num_test and
+    are generated from run.seed; on-disk datasets take data.root.
+    """
+    data = cfg.get("data", {})
+    name = name or data.get("dataset", "shapes")
+    root = data.get("root")
+    if name in ("shapes", "shapes-multilabel"):
+        opts = {"num_samples": int(data.get(_EMBEDDED_SIZE_KEYS.get(split, "num_train"), 1000)),
+                "image_size": int(data.get("image_size", 32)), "num_classes": int(data.get("num_classes", 10)),
+                "seed": int(cfg.get("run", {}).get("seed", 0))}
+        return build_dataset(name, split=split, root=None, transform=transform, **opts)
+    if name == "digits":
+        return build_dataset(name, split="train" if split == "train" else "test", root=None, transform=transform,
+                             image_size=int(data.get("image_size", 32)))
+    return build_dataset(name, split=split, root=root, transform=transform)

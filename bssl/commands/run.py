@@ -1,0 +1,37 @@
+"""bssl run: the whole path (teacher, BSSL distillation, export, measurement, evaluation) in one command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import add_preset_arguments, config_from_args
+
+HELP = "run the whole path on the embedded default data (or --data-root) and write one report"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_preset_arguments(p, default="cpu")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>)")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="use this teacher checkpoint (bssl, official MoCo/SimSiam .pth.tar, torchvision) instead of pretraining one")
+    p.add_argument("--dataset", default=None, help="dataset name (overrides data.dataset), e.g. shapes, digits, imagefolder")
+    p.add_argument("--data-root", default=None, help="folder of an on-disk dataset (ImageFolder, CIFAR, STL-10, VOC2007)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from where it stopped")
+    g.add_argument("--force", action="store_true", help="delete the run in --out and start over")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline import run_pipeline
+
+    cfg = config_from_args(args)
+    if args.dataset:
+        cfg["data"]["dataset"] = args.dataset
+    if args.data_root:
+        cfg["data"]["root"] = str(args.data_root)
+    out = args.out or Path("runs") / cfg["preset"]["name"]
+    report = run_pipeline(cfg, out, resume=args.resume, force=args.force, teacher=args.teacher)
+    print((Path(out) / "report.md").read_text())
+    print(f"run folder: {out}  (report.json, report.md, checkpoints, exports, plots)")
+    return 0

@@ -1,0 +1,183 @@
+"""`bssl run`: teacher -> BSSL stage 1+2 -> export -> profile/bench -> downstream eval -> report.
+
+Each step records its result in ``<out>/state.json`` as soon as it finishes, so ``--resume``
+skips finished steps and the steps resume their own checkpoints. A notebook user calls
+``run_pipeline(cfg, out_dir)``; the CLI is a thin wrapper around it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from .errors import UserError
+from .utils import code_version, seed_everything, write_json
+
+STEPS = ("teacher", "distill", "export", "profile", "bench", "eval", "report")
+
+
+def prepare_run_dir(out_dir: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to mix runs: an existing run folder needs --resume (continue) or --force (start over)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output path {out_dir} exists and is not a folder; choose another --out")
+    has_run = out_dir.is_dir() and any(out_dir.iterdir())
+    if resume:
+        if not (out_dir / "state.json").exists():
+            raise UserError(f"--resume: {out_dir} holds no bssl run (no state.json); drop --resume to start a new run")
+        return
+    if has_run:
+        if not force:
+            raise UserError(f"output folder {out_dir} already holds a run; pass --resume to continue it or --force to start over")
+        if (out_dir / "state.json").exists() or (out_dir / "report.json").exists():
+            shutil.rmtree(out_dir)
+        else:
+            raise UserError(f"--force: {out_dir} is not empty and is not a bssl run folder; refusing to delete it, choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+class RunState:
+    def __init__(self, out_dir: Path, cfg: Dict[str, Any]):
+        self.path = Path(out_dir) / "state.json"
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+            if self.data.get("config") != cfg:
+                raise UserError(
+                    f"--resume: the config differs from the one {self.path} was started with; "
+                    "resume with the same --preset/--set, or start a new run with --force"
+                )
+        else:
+            self.data = {"config": cfg, "version": code_version(), "steps": {}}
+            self.save()
+
+    def done(self, step: str) -> bool:
+        return step in self.data["steps"]
+
+    def result(self, step: str) -> Any:
+        return self.data["steps"][step]["result"]
+
+    def record(self, step: str, result: Any, seconds: float) -> None:
+        self.data["steps"][step] = {"result": result, "seconds": round(seconds, 2)}
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+
+def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, force: bool = False,
+                 teacher: Optional[Path] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Run the whole path on cfg['data'] and write report.json / report.md in out_dir."""
+    out_dir = Path(out_dir)
+    if teacher is not None and not Path(teacher).is_file():
+        raise UserError(f"teacher checkpoint {teacher} does not exist")
+    prepare_run_dir(out_dir, resume=resume, force=force)
+    state = RunState(out_dir, cfg)
+    seed_everything(int(cfg.get("run", {}).get("seed", 0)))
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        if state.done(name):
+            log(f"[bssl run] {name}: already done, skipping")
+            return state.result(name)
+        log(f"[bssl run] {name} ...")
+        t0 = time.perf_counter()
+        result = fn()
+        state.record(name, result, time.perf_counter() - t0)
+        log(f"[bssl run] {name}: done in {time.perf_counter() - t0:.1f}s")
+        return result
+
+    def do_teacher():
+        if teacher is not None:
+            from bssl.teachers import load_teacher
+            load_teacher(teacher)  # validate before anything depends on it
+            return {"checkpoint": str(Path(teacher).resolve()), "imported": True}
+        from bssl.teachers import train_teacher
+        return _jsonable(train_teacher(cfg, out_dir / "teacher", resume=resume))
+
+    teacher_res = step("teacher", do_teacher)
+
+    def do_distill():
+        from bssl.distill import run_distill
+        return _jsonable(run_distill(cfg, teacher_res["checkpoint"], out_dir / "distill", resume=resume))
+
+    distill_res = step("distill", do_distill)
+    student_ckpt = distill_res["checkpoint"]
+
+    def do_export():
+        from bssl.export import export_model
+        exp_cfg = cfg.get("export", {})
+        results = []
+        for fmt in exp_cfg.get("formats", []):
+            targets = exp_cfg.get("tvm_targets", ["x86-64"]) if fmt == "tvm" else [None]
+            for target in targets:
+                results.append(_jsonable(export_model(student_ckpt, fmt, out_dir / "export", target=target)))
+        return results
+
+    export_res = step("export", do_export)
+
+    def do_profile():
+        from bssl.models import load_student
+        from bssl.profile import profile_model
+        model = load_student(student_ckpt)
+        prof = profile_model(model, cfg["data"]["image_size"])
+        prof.pop("layers", None)
+        return _jsonable(prof)
+
+    profile_res = step("profile", do_profile)
+
+    def do_bench():
+        from bssl.bench import run_benchmarks
+        b = cfg.get("bench", {})
+        models = [student_ckpt, teacher_res["checkpoint"]] + [e["path"] for e in export_res]
+        return _jsonable(run_benchmarks(models, b.get("backends"), b.get("threads", 1), cfg["data"]["image_size"],
+                                        b.get("runs", 30), b.get("warmup", 5), out_dir / "bench"))
+
+    bench_res = step("bench", do_bench)
+
+    def do_eval():
+        from bssl.eval import evaluate
+        protocols = cfg.get("eval", {}).get("protocols", [])
+        res = {"student": _jsonable(evaluate(student_ckpt, cfg, protocols, out_dir / "eval" / "student")),
+               "teacher": _jsonable(evaluate(teacher_res["checkpoint"], cfg, protocols, out_dir / "eval" / "teacher"))}
+        # The same architecture with random weights on the same probes: the floor that shows learning.
+        random_ckpt = _random_student_checkpoint(student_ckpt, out_dir / "eval" / "random-init.pt")
+        res["random-init student"] = _jsonable(evaluate(random_ckpt, cfg, protocols, out_dir / "eval" / "random"))
+        return res
+
+    eval_res = step("eval", do_eval)
+
+    report = {
+        "bssl_version": code_version(),
+        "preset": cfg.get("preset", {}).get("name"),
+        "config": cfg,
+        "teacher": teacher_res,
+        "distill": distill_res,
+        "export": export_res,
+        "profile": profile_res,
+        "bench": bench_res,
+        "eval": eval_res,
+        "seconds": {k: v["seconds"] for k, v in state.data["steps"].items()},
+    }
+    write_json(out_dir / "report.json", report)
+    from .report import render_markdown
+    md = render_markdown(report, out_dir)
+    (out_dir / "report.md").write_text(md)
+    state.record("report", {"json": str(out_dir / "report.json"), "markdown": str(out_dir / "report.md")}, 0.0)
+    return report
+
+
+def _random_student_checkpoint(student_ckpt: str, path: Path) -> str:
+    """A student of the same spec with fresh random weights, for the learning floor."""
+    from bssl.models import build_model, load_student, save_student
+    trained = load_student(student_ckpt)
+    rand = build_model(**trained.spec)
+    save_student(path, rand, config={"note": "random-init baseline of the same architecture"})
+    return str(path)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so state.json and report.json hold plain data."""
+    from .utils import _json_default
+    return json.loads(json.dumps(obj, default=_json_default))
