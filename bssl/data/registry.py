@@ -43,7 +43,7 @@ class ArrayDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, idx: int):
-        img = torch.from_numpy(np.ascontiguousarray(self.images[idx])).permute(2, 0, 1)
+        img = torch.from_numpy(np.array(self.images[idx])).permute(2, 0, 1)  # copy: the cached arrays are read-only
         if self.transform is not None:
             img = self.transform(img)
         if self.multilabel:

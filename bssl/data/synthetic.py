@@ -15,6 +15,7 @@ RGB ``image_size`` with a fixed stratified train/test split.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -146,14 +147,35 @@ def _check_common(split: str, image_size: int, num_classes: int, root: Optional[
         raise UserError(f"num_classes {num_classes} out of range (2..{len(SHAPE_CLASSES)}) for the shapes dataset")
 
 
-@DATASETS.register("shapes")
-def shapes(split: str = "train", root: Optional[str] = None, num_samples: int = 2000, image_size: int = 32,
-           num_classes: int = 10, seed: int = 0) -> ArrayDataset:
-    _check_common(split, image_size, num_classes, root)
+# Generation costs ~2 ms an image; the pipeline builds the same split in several steps, so keep it.
+@lru_cache(maxsize=8)
+def _shapes_arrays(split: str, num_samples: int, image_size: int, num_classes: int, seed: int):
     imgs = np.empty((num_samples, image_size, image_size, 3), dtype=np.uint8)
     labels = np.empty(num_samples, dtype=np.int64)
     for i in range(num_samples):
         imgs[i], labels[i] = render_shape_image(seed, split, i, image_size, num_classes)
+    imgs.flags.writeable = False
+    labels.flags.writeable = False
+    return imgs, labels
+
+
+@lru_cache(maxsize=8)
+def _multilabel_arrays(split: str, num_samples: int, image_size: int, num_classes: int, seed: int):
+    imgs = np.empty((num_samples, image_size, image_size, 3), dtype=np.uint8)
+    labels = np.zeros((num_samples, num_classes), dtype=np.int8)
+    difficult = np.zeros((num_samples, num_classes), dtype=bool)
+    for i in range(num_samples):
+        imgs[i], labels[i], difficult[i] = render_multilabel_image(seed, split, i, image_size, num_classes)
+    for a in (imgs, labels, difficult):
+        a.flags.writeable = False
+    return imgs, labels, difficult
+
+
+@DATASETS.register("shapes")
+def shapes(split: str = "train", root: Optional[str] = None, num_samples: int = 2000, image_size: int = 32,
+           num_classes: int = 10, seed: int = 0) -> ArrayDataset:
+    _check_common(split, image_size, num_classes, root)
+    imgs, labels = _shapes_arrays(split, int(num_samples), int(image_size), int(num_classes), int(seed))
     return ArrayDataset(imgs, labels, SHAPE_CLASSES[:num_classes], name="shapes")
 
 
@@ -161,11 +183,7 @@ def shapes(split: str = "train", root: Optional[str] = None, num_samples: int = 
 def shapes_multilabel(split: str = "train", root: Optional[str] = None, num_samples: int = 2000, image_size: int = 32,
                       num_classes: int = 10, seed: int = 0) -> ArrayDataset:
     _check_common(split, image_size, num_classes, root)
-    imgs = np.empty((num_samples, image_size, image_size, 3), dtype=np.uint8)
-    labels = np.zeros((num_samples, num_classes), dtype=np.int8)
-    difficult = np.zeros((num_samples, num_classes), dtype=bool)
-    for i in range(num_samples):
-        imgs[i], labels[i], difficult[i] = render_multilabel_image(seed, split, i, image_size, num_classes)
+    imgs, labels, difficult = _multilabel_arrays(split, int(num_samples), int(image_size), int(num_classes), int(seed))
     return ArrayDataset(imgs, labels, SHAPE_CLASSES[:num_classes], multilabel=True, difficult=difficult,
                         name="shapes-multilabel")
 
