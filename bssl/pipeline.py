@@ -71,8 +71,14 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
                  teacher: Optional[Path] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run the whole path on cfg['data'] and write report.json / report.md in out_dir."""
     out_dir = Path(out_dir)
-    if teacher is not None and not Path(teacher).is_file():
-        raise UserError(f"teacher checkpoint {teacher} does not exist")
+    # Validate every input before the run folder is touched, so a mistake leaves nothing behind.
+    if teacher is not None:
+        if not Path(teacher).is_file():
+            raise UserError(f"teacher checkpoint {teacher} does not exist; pass a bssl, MoCo/SimSiam .pth.tar or torchvision file")
+        from bssl.teachers import load_teacher
+        load_teacher(teacher)
+    from .data import dataset_from_config
+    dataset_from_config(cfg, "train")
     prepare_run_dir(out_dir, resume=resume, force=force)
     state = RunState(out_dir, cfg)
     seed_everything(int(cfg.get("run", {}).get("seed", 0)))
@@ -90,8 +96,6 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
 
     def do_teacher():
         if teacher is not None:
-            from bssl.teachers import load_teacher
-            load_teacher(teacher)  # validate before anything depends on it
             return {"checkpoint": str(Path(teacher).resolve()), "imported": True}
         from bssl.teachers import train_teacher
         return _jsonable(train_teacher(cfg, out_dir / "teacher", resume=resume))

@@ -1,0 +1,124 @@
+"""Human-readable report of a `bssl run`: Markdown tables plus PNG training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    if v is None:
+        return "–"
+    return str(v)
+
+
+def md_table(header: List[str], rows: List[List[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot_curves(history: List[Dict[str, Any]], keys: List[str], path: Path, title: str, x_key: str = "epoch") -> Optional[Path]:
+    """Plot the numeric `keys` of a per-epoch history; returns the PNG path or None if nothing to plot."""
+    series = {k: [(h.get(x_key, i), h[k]) for i, h in enumerate(history) if isinstance(h.get(k), (int, float))] for k in keys}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3), squeeze=False)
+    for ax, (k, pts) in zip(axes[0], series.items()):
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", ms=3)
+        ax.set_title(k)
+        ax.set_xlabel(x_key)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _main_metric(result: Dict[str, Any]) -> Any:
+    for key in ("top1", "accuracy", "acc", "mAP", "map", "rankme", "value"):
+        if key in result:
+            return result[key]
+    return None
+
+
+def render_markdown(report: Dict[str, Any], out_dir: Path) -> str:
+    out_dir = Path(out_dir)
+    parts = [f"# bssl run report ({report.get('preset')})", "",
+             f"bssl {report.get('bssl_version')}; data: `{report['config']['data'].get('dataset')}` "
+             f"at {report['config']['data'].get('image_size')} px; seed {report['config'].get('run', {}).get('seed')}.", ""]
+
+    # --- downstream evaluation: trained student vs teacher vs random-init floor
+    ev = report.get("eval", {})
+    if ev:
+        protocols = sorted({p for res in ev.values() for p in res.get("results", res)})
+        rows = []
+        for who, res in ev.items():
+            res = res.get("results", res)
+            rows.append([who] + [_main_metric(res[p]) if isinstance(res.get(p), dict) else res.get(p) for p in protocols])
+        parts += ["## Downstream evaluation", "", md_table(["model"] + protocols, rows), ""]
+
+    # --- teacher
+    t = report.get("teacher", {})
+    if t:
+        parts += ["## Teacher", "", md_table(["method", "kNN acc", "images/s", "checkpoint"],
+                                              [[t.get("method", "imported" if t.get("imported") else None), t.get("knn_acc"),
+                                                t.get("images_per_s"), t.get("checkpoint")]]), ""]
+        png = plot_curves(t.get("history", []), ["loss", "knn_acc"], out_dir / "plots" / "teacher.png", "teacher pretraining")
+        if png:
+            parts += [f"![teacher curves]({png.relative_to(out_dir)})", ""]
+
+    # --- distillation
+    d = report.get("distill", {})
+    if d:
+        hist = d.get("history", [])
+        last = hist[-1] if hist else {}
+        parts += ["## BSSL distillation", "", md_table(["stages", "final loss", "seconds", "student checkpoint"],
+                                                        [[len(d.get("stage_checkpoints", [])) or None, last.get("loss"),
+                                                          d.get("seconds"), d.get("checkpoint")]]), ""]
+        png = plot_curves(hist, ["loss", "kl", "fs", "lambda"], out_dir / "plots" / "distill.png", "BSSL distillation",
+                          x_key="epoch")
+        for p in [png] + [Path(p) for p in d.get("plots", [])]:
+            if p:
+                p = Path(p)
+                parts += [f"![{p.stem}]({p.relative_to(out_dir) if p.is_relative_to(out_dir) else p})", ""]
+
+    # --- profile
+    pr = report.get("profile", {})
+    if pr:
+        keys = [k for k in ("bops", "flops", "ops", "params", "binary_params", "fp32_bytes", "deployed_bytes",
+                            "peak_activation_bytes") if k in pr]
+        parts += ["## Student cost (profiler)", "", md_table(keys, [[pr[k] for k in keys]]), ""]
+
+    # --- export
+    ex = report.get("export", [])
+    if ex:
+        parts += ["## Exported models", "", md_table(["format", "target", "bytes", "path"],
+                                                      [[e.get("format"), e.get("target"), e.get("bytes"), e.get("path")] for e in ex]), ""]
+
+    # --- bench
+    b = report.get("bench", {})
+    if b:
+        try:
+            from bssl.bench import markdown_table
+            parts += ["## Latency and memory", "", markdown_table(b), ""]
+        except ImportError:
+            pass
+
+    secs = report.get("seconds", {})
+    if secs:
+        parts += ["## Time per step (s)", "", md_table(list(secs), [list(secs.values())]), ""]
+    return "\n".join(parts) + "\n"
