@@ -1,0 +1,78 @@
+"""Binary students (ReActNet-A/B/C, Bi-Real-Net-18) and FP backbones.
+
+`build_model(name, ...)` returns a student with `.features(x) -> (N, feature_dim)` (k in the
+paper), `.classifier` (nn.Linear, l), `.feature_dim` and `.spec` (the build arguments, enough to
+rebuild it). `save_student` / `load_student` store and restore it with its stage.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+from torch import nn
+
+from ..errors import UserError
+from ..nn import set_stage
+from ..registry import Registry
+from ..utils import load_checkpoint, save_checkpoint
+from .backbones import BACKBONES, build_backbone
+from .birealnet import BiRealNet18, make_birealnet18
+from .common import check_num_classes, resolve_stem
+from .reactnet import ReActBlock, ReActNet, make_reactnet
+
+MODELS: Registry = Registry("model")
+MODELS.register("reactnet-a")(make_reactnet("reactnet-a", "binary"))
+MODELS.register("reactnet-b")(make_reactnet("reactnet-b", "fp-group4"))
+MODELS.register("reactnet-c")(make_reactnet("reactnet-c", "fp"))
+MODELS.register("birealnet-18")(make_birealnet18)
+
+
+def build_model(name: str, *, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
+                stem: str = "auto", stage: int = 2, pad_value: float = 1.0) -> nn.Module:
+    """Build student `name`; stem "auto" picks the small stem for inputs below 96 px."""
+    factory = MODELS.get(name)
+    check_num_classes(num_classes)
+    if stage not in (1, 2):
+        raise UserError(f"stage must be 1 or 2, got {stage!r}")
+    resolved = resolve_stem(stem, input_size if isinstance(input_size, int) else 0)
+    model = factory(num_classes=num_classes, input_size=input_size, width=float(width) if isinstance(width, (int, float)) else width,
+                    stem=resolved, pad_value=float(pad_value), binary_weights=stage == 2)
+    model.spec = {"name": name, "num_classes": num_classes, "input_size": input_size, "width": float(width),
+                  "stem": resolved, "stage": stage, "pad_value": float(pad_value)}
+    return model
+
+
+def save_student(path: os.PathLike | str, model: nn.Module, config: Dict[str, Any], **extra: Any) -> None:
+    """Write a student checkpoint (kind "student": spec, state_dict, stage, plus `extra`)."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, dict):
+        raise UserError("save_student needs a model made by bssl.models.build_model (it has no .spec)")
+    from ..nn import get_stage
+
+    stage = get_stage(model)
+    state = {"spec": {**spec, "stage": stage}, "state_dict": model.state_dict(), "stage": stage, **extra}
+    save_checkpoint(path, "student", state, config)
+
+
+def load_student(path: os.PathLike | str) -> nn.Module:
+    """Rebuild a student from a checkpoint written by save_student (UserError on other kinds)."""
+    ckpt = load_checkpoint(path, expect_kind="student")
+    for key in ("spec", "state_dict", "stage"):
+        if key not in ckpt:
+            raise UserError(f"student checkpoint {path} lacks the {key!r} entry; re-save it with save_student")
+    spec = dict(ckpt["spec"])
+    name = spec.pop("name")
+    spec.pop("stage", None)
+    model = build_model(name, **spec, stage=int(ckpt["stage"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"student checkpoint {path} does not match its spec {ckpt['spec']}: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+__all__ = [
+    "MODELS", "BACKBONES", "build_model", "build_backbone", "save_student", "load_student",
+    "ReActNet", "ReActBlock", "BiRealNet18", "set_stage",
+]

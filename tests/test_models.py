@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+from bssl.errors import UserError
+from bssl.models import MODELS, build_backbone, build_model, load_student, save_student
+from bssl.nn import BinaryConv2d, BinaryConvBN, get_stage, set_stage
+
+STUDENTS = ["reactnet-a", "reactnet-b", "reactnet-c", "birealnet-18"]
+
+
+def test_registry_names():
+    assert set(STUDENTS) <= set(MODELS.names())
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+@pytest.mark.parametrize("size", [32, 64])
+def test_forward_backward_shapes_and_one_step(name, size):
+    torch.manual_seed(0)
+    m = build_model(name, num_classes=5, input_size=size, width=0.25)
+    assert m.spec["stem"] == "small"
+    x = torch.randn(2, 3, size, size)
+    f = m.features(x)
+    assert f.shape == (2, m.feature_dim)
+    out = m(x)
+    assert out.shape == (2, 5)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    before = {k: v.detach().clone() for k, v in m.named_parameters()}
+    torch.nn.functional.cross_entropy(out, torch.tensor([0, 1])).backward()
+    convs = [mod for mod in m.modules() if isinstance(mod, BinaryConv2d)]
+    assert convs and all(c.weight.grad is not None and c.weight.grad.abs().sum() > 0 for c in convs)
+    opt.step()
+    changed = [k for k, v in m.named_parameters() if not torch.equal(v, before[k])]
+    assert any("conv.weight" in k for k in changed) and any(k.startswith("classifier") for k in changed)
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_full_size_forward_shape(name):
+    m = build_model(name, num_classes=3, input_size=224, width=0.25).eval()
+    assert m.spec["stem"] == "imagenet"
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 224, 224)).shape == (1, 3)
+
+
+def test_reactnet_a_topology_at_224():
+    m = build_model("reactnet-a")
+    assert len(m.blocks) == 13
+    assert m.feature_dim == 1024
+    chans = [(b.in_channels, b.out_channels, b.stride) for b in m.blocks]
+    assert chans == [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)] + \
+        [(512, 512, 1)] * 5 + [(512, 1024, 2), (1024, 1024, 1)]
+    assert sum(p.numel() for p in m.parameters()) == 29_344_584
+    assert sum(c.weight.numel() for c in m.modules() if isinstance(c, BinaryConv2d)) == 28_253_184
+    # every BinaryConv2d sits inside a BinaryConvBN unit
+    units = [u for u in m.modules() if isinstance(u, BinaryConvBN)]
+    assert len(units) == sum(1 for c in m.modules() if isinstance(c, BinaryConv2d)) == 13 + 13 + 5
+
+
+def test_variants_replace_doubling_1x1_with_fp():
+    b, c = build_model("reactnet-b"), build_model("reactnet-c")
+    fp_b = [mod for mod in b.modules() if type(mod) is torch.nn.Conv2d]
+    fp_c = [mod for mod in c.modules() if type(mod) is torch.nn.Conv2d]
+    assert len(fp_b) == len(fp_c) == 6  # stem + five channel-doubling blocks
+    assert all(mod.groups == 4 for mod in fp_b[1:]) and all(mod.groups == 1 for mod in fp_c[1:])
+
+
+def test_stage_switch_is_lossless_on_a_model():
+    torch.manual_seed(1)
+    m1 = build_model("reactnet-a", num_classes=4, input_size=32, width=0.25, stage=1)
+    assert get_stage(m1) == 1
+    x = torch.randn(2, 3, 32, 32)
+    m1(x).sum().backward()
+    torch.optim.SGD(m1.parameters(), lr=0.5).step()  # "train" so weights differ from init
+    sd1 = {k: v.clone() for k, v in m1.state_dict().items()}
+    set_stage(m1, 2)
+    sd2 = m1.state_dict()
+    assert list(sd1) == list(sd2) and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+    fresh2 = build_model("reactnet-a", num_classes=4, input_size=32, width=0.25, stage=2)
+    assert list(fresh2.state_dict()) == list(sd1)
+    fresh2.load_state_dict(sd1, strict=True)
+    m1.eval(), fresh2.eval()
+    with torch.no_grad():
+        assert torch.equal(m1(x), fresh2(x))
+
+
+def test_save_and_load_student(tmp_path):
+    torch.manual_seed(2)
+    m = build_model("birealnet-18", num_classes=7, input_size=32, width=0.125, stage=1).eval()
+    path = tmp_path / "s.pt"
+    save_student(path, m, {"distill": {"lr": 1.0}}, epoch=3)
+    m2 = load_student(path).eval()
+    assert get_stage(m2) == 1 and m2.spec == m.spec
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+
+
+def test_load_student_rejects_other_kinds(tmp_path):
+    from bssl.utils import save_checkpoint
+    p = tmp_path / "t.pt"
+    save_checkpoint(p, "teacher", {"backbone": {}}, {})
+    with pytest.raises(UserError, match="student"):
+        load_student(p)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"name": "reactnet-z"}, "unknown model"),
+    ({"name": "reactnet-a", "input_size": 40, "stem": "small"}, "multiple of 16"),
+    ({"name": "reactnet-a", "input_size": 32, "stem": "imagenet"}, "at least 64"),
+    ({"name": "birealnet-18", "input_size": 100}, "multiple of"),
+    ({"name": "reactnet-a", "width": 0}, "width"),
+    ({"name": "reactnet-a", "num_classes": 0}, "num_classes"),
+    ({"name": "reactnet-a", "stem": "tiny"}, "stem"),
+    ({"name": "reactnet-a", "stage": 3}, "stage"),
+])
+def test_bad_input_is_a_user_error(kwargs, match):
+    kwargs = dict(kwargs)
+    with pytest.raises(UserError, match=match):
+        build_model(kwargs.pop("name"), **kwargs)
+
+
+def test_block_rejects_unsupported_channels():
+    from bssl.models import ReActBlock
+    with pytest.raises(UserError, match="c -> c or c -> 2c"):
+        ReActBlock(16, 48)
+
+
+def test_width_rounding():
+    m = build_model("reactnet-a", input_size=32, width=0.3, num_classes=2)
+    assert m.stem[0].out_channels == 8 and m.feature_dim == 8 * 32
+    m = build_model("reactnet-a", input_size=32, width=0.5, num_classes=2)
+    assert m.stem[0].out_channels == 16 and m.feature_dim == 512
+
+
+@pytest.mark.parametrize("name, dim", [("resnet18", 512), ("resnet50", 2048)])
+def test_backbones(name, dim):
+    net = build_backbone(name, small_stem=True).eval()
+    assert net.feature_dim == dim and net.maxpool.__class__.__name__ == "Identity"
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 32, 32)).shape == (1, dim)
+    with pytest.raises(UserError):
+        build_backbone("vgg")
