@@ -1,0 +1,102 @@
+/* bssl bit-packed XNOR-popcount kernels: public C ABI (loaded from Python with ctypes).
+ *
+ * Conventions (shared with the rest of bssl):
+ *   - a bit 1 means -1 (x < 0), a bit 0 means +1; bits are packed along channels into
+ *     uint64 words, channel c lives in word c / 64, bit c % 64;
+ *   - the channel tail of the last word is 0 (+1) in activations AND weights, so the tail
+ *     bits XOR to 0 and never reach the popcount;
+ *   - spatial padding is +1 ("one-padding", larq pad_values=1): padded pixels are zero words;
+ *   - +-1 dot product = K - 2 * popcount(a XOR w) with K = kh * kw * cin (real channels,
+ *     padded taps included because one-padding makes them real +1 entries).
+ *
+ * Layouts: activations NHWC packed (N, H, W, Cw) with Cw = ceil(C / 64); canonical packed
+ * weights (O, kh, kw, Cw); blocked weights (ceil(O / 32), kh * kw * Cw, 32) made by
+ * bssl_block_weights, the layout every kernel path reads.
+ *
+ * Every function returns 0 on success or a negative BSSL_E* code; bssl_last_error() gives a
+ * message for the calling thread.
+ */
+#ifndef BSSL_KERNELS_H
+#define BSSL_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define BSSL_API __declspec(dllexport)
+#else
+#define BSSL_API __attribute__((visibility("default")))
+#endif
+
+#define BSSL_KERNELS_ABI_VERSION 1
+
+/* code paths */
+#define BSSL_ISA_SCALAR 0 /* portable C reference */
+#define BSSL_ISA_AVX2 1
+#define BSSL_ISA_AVX512 2 /* AVX-512F + VPOPCNTDQ */
+#define BSSL_ISA_NEON 3   /* aarch64 or armv7 NEON */
+#define BSSL_ISA_COUNT 4
+
+/* output modes of the convolution / GEMM */
+#define BSSL_OUT_DOT 0   /* int32: the +-1 dot product K - 2*popcount */
+#define BSSL_OUT_FLOAT 1 /* float: y[o] = mul[o] * popcount + add[o]  (fmaf, bit-exact across paths) */
+#define BSSL_OUT_BITS 2  /* packed uint64 (N, Ho, Wo, ceil(O/64)): bit = (popcount >= thr[o]) ^ flip[o] */
+
+#define BSSL_BLOCK_O 32 /* output channels per weight block */
+
+#define BSSL_EARG (-1)    /* bad argument (shape, pointer, mode) */
+#define BSSL_EISA (-2)    /* code path not compiled in or not supported by this CPU */
+#define BSSL_ENOMEM (-3)  /* allocation failed */
+#define BSSL_ETHREAD (-4) /* thread creation failed */
+
+BSSL_API int bssl_abi_version(void);
+BSSL_API const char *bssl_last_error(void);
+
+BSSL_API const char *bssl_isa_name(int isa);
+/* 1 when the path is compiled into this library and the CPU can run it */
+BSSL_API int bssl_isa_supported(int isa);
+/* the path used now: BSSL_KERNELS_ISA=scalar|avx2|avx512|neon at first use, else the best one */
+BSSL_API int bssl_isa_get(void);
+BSSL_API int bssl_isa_set(int isa);
+/* the best supported path, ignoring the environment override */
+BSSL_API int bssl_isa_best(void);
+
+/* sign bits of x + bias (bias may be NULL) for npix pixels of C contiguous floats each */
+BSSL_API int bssl_pack_f32(const float *x, int64_t npix, int32_t channels, const float *bias,
+                           uint64_t *out);
+
+BSSL_API int64_t bssl_blocked_weights_words(int32_t out_channels, int64_t k_words);
+/* (O, K words) canonical weights -> (ceil(O/32), K, 32) blocked, zero rows for O padding */
+BSSL_API int bssl_block_weights(const uint64_t *w, int32_t out_channels, int64_t k_words,
+                                uint64_t *out);
+
+/* Binary conv2d with one-padding.
+ *   x: (n, h, w, cw) packed; wblk: blocked weights of (out_channels, kh, kw, cw);
+ *   kreal = kh * kw * in_channels (the K of the dot product);
+ *   mode BSSL_OUT_DOT: out int32 (n, ho, wo, O); BSSL_OUT_FLOAT: out float (n, ho, wo, O) with
+ *   mul/add; BSSL_OUT_BITS: out uint64 (n, ho, wo, ceil(O/64)) with thr/flip.
+ *   ho = (h + 2 pad - kh) / stride + 1, likewise wo. threads >= 1 split the output rows. */
+BSSL_API int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t cw,
+                          const uint64_t *wblk, int32_t out_channels, int32_t kh, int32_t kw,
+                          int32_t stride, int32_t pad, int32_t kreal, int32_t mode,
+                          const float *mul, const float *add, const int32_t *thr,
+                          const uint8_t *flip, void *out, int32_t threads);
+
+/* Binary GEMM for dense layers: a (m, kw) packed rows times blocked weights of (n_out, kw)
+ * -> out (m, n_out) in the same modes as bssl_bconv2d; kreal = number of real input features. */
+BSSL_API int bssl_bgemm(const uint64_t *a, int64_t m, int32_t kw, const uint64_t *wblk,
+                        int32_t n_out, int32_t kreal, int32_t mode, const float *mul,
+                        const float *add, const int32_t *thr, const uint8_t *flip, void *out,
+                        int32_t threads);
+
+/* Peak microbenchmark: `iters` rounds of register-resident XOR + popcount + add on the current
+ * path, as the kernels use them; returns a checksum, *bit_ops gets the binary MACs done. */
+BSSL_API uint64_t bssl_peak_xor_popcount(int64_t iters, int64_t *bit_ops);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,290 @@
+/* Public entry points: code-path choice (CPU features, BSSL_KERNELS_ISA override), argument
+ * checks, one-padding, the tiled driver and its threads (split over output rows). */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#if defined(__arm__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_NEON
+#define HWCAP_NEON (1 << 12)
+#endif
+#endif
+
+static _Thread_local char g_err[256];
+
+static int fail(int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(g_err, sizeof g_err, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+int bssl_abi_version(void) { return BSSL_KERNELS_ABI_VERSION; }
+const char *bssl_last_error(void) { return g_err; }
+
+static const char *const k_names[BSSL_ISA_COUNT] = {"scalar", "avx2", "avx512", "neon"};
+
+const char *bssl_isa_name(int isa) {
+  return isa >= 0 && isa < BSSL_ISA_COUNT ? k_names[isa] : "unknown";
+}
+
+static const bssl_isa_impl *impl_of(int isa) {
+  switch (isa) {
+#if defined(BSSL_HAVE_AVX2)
+    case BSSL_ISA_AVX2: return &bssl_impl_avx2;
+#endif
+#if defined(BSSL_HAVE_AVX512)
+    case BSSL_ISA_AVX512: return &bssl_impl_avx512;
+#endif
+#if defined(BSSL_HAVE_NEON)
+    case BSSL_ISA_NEON: return &bssl_impl_neon;
+#endif
+    default: return NULL;
+  }
+}
+
+int bssl_isa_supported(int isa) {
+  if (isa == BSSL_ISA_SCALAR) return 1;
+  if (!impl_of(isa)) return 0;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (isa == BSSL_ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  if (isa == BSSL_ISA_AVX512)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vpopcntdq");
+#endif
+#if defined(__aarch64__)
+  if (isa == BSSL_ISA_NEON) return 1; /* Advanced SIMD is mandatory on AArch64 */
+#elif defined(__arm__) && defined(__linux__)
+  if (isa == BSSL_ISA_NEON) return (getauxval(AT_HWCAP) & HWCAP_NEON) != 0;
+#endif
+  return 0;
+}
+
+int bssl_isa_best(void) {
+  static const int order[] = {BSSL_ISA_AVX512, BSSL_ISA_AVX2, BSSL_ISA_NEON};
+  for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+    if (bssl_isa_supported(order[i])) return order[i];
+  return BSSL_ISA_SCALAR;
+}
+
+static int g_isa = -1;
+
+int bssl_isa_get(void) {
+  int isa = __atomic_load_n(&g_isa, __ATOMIC_RELAXED);
+  if (isa >= 0) return isa;
+  isa = bssl_isa_best();
+  const char *env = getenv("BSSL_KERNELS_ISA");
+  if (env && *env) {
+    int found = -1;
+    for (int i = 0; i < BSSL_ISA_COUNT; i++)
+      if (strcmp(env, k_names[i]) == 0) found = i;
+    if (found >= 0 && bssl_isa_supported(found))
+      isa = found;
+    else /* the Python binding raises on this; C callers get the best path and a message */
+      fail(BSSL_EISA, "BSSL_KERNELS_ISA=%s is not a supported path here; using %s", env,
+           k_names[isa]);
+  }
+  __atomic_store_n(&g_isa, isa, __ATOMIC_RELAXED);
+  return isa;
+}
+
+int bssl_isa_set(int isa) {
+  if (isa < 0 || isa >= BSSL_ISA_COUNT) return fail(BSSL_EARG, "unknown code path %d", isa);
+  if (!bssl_isa_supported(isa))
+    return fail(BSSL_EISA, "code path %s is not compiled in or not supported by this CPU",
+                k_names[isa]);
+  __atomic_store_n(&g_isa, isa, __ATOMIC_RELAXED);
+  return 0;
+}
+
+int bssl_pack_f32(const float *x, int64_t npix, int32_t channels, const float *bias,
+                  uint64_t *out) {
+  if (npix < 0 || channels < 1) return fail(BSSL_EARG, "pack: need npix >= 0 and channels >= 1");
+  if ((!x || !out) && npix > 0) return fail(BSSL_EARG, "pack: NULL buffer");
+  const bssl_isa_impl *impl = impl_of(bssl_isa_get());
+  (impl ? impl->pack : bssl_pack_scalar)(x, npix, channels, bias, out);
+  return 0;
+}
+
+int64_t bssl_blocked_weights_words(int32_t out_channels, int64_t k_words) {
+  if (out_channels < 1 || k_words < 1) return fail(BSSL_EARG, "blocked size: O and K must be >= 1");
+  return (int64_t)((out_channels + BSSL_BLOCK_O - 1) / BSSL_BLOCK_O) * k_words * BSSL_BLOCK_O;
+}
+
+int bssl_block_weights(const uint64_t *w, int32_t out_channels, int64_t k_words, uint64_t *out) {
+  if (!w || !out || out_channels < 1 || k_words < 1)
+    return fail(BSSL_EARG, "block_weights: bad arguments");
+  const int32_t nblk = (out_channels + BSSL_BLOCK_O - 1) / BSSL_BLOCK_O;
+  for (int32_t b = 0; b < nblk; b++)
+    for (int64_t k = 0; k < k_words; k++)
+      for (int32_t j = 0; j < BSSL_BLOCK_O; j++) {
+        const int32_t o = b * BSSL_BLOCK_O + j;
+        out[((int64_t)b * k_words + k) * BSSL_BLOCK_O + j] = o < out_channels ? w[(int64_t)o * k_words + k] : 0;
+      }
+  return 0;
+}
+
+/* ---- tiled driver ---- */
+
+typedef struct {
+  const bssl_isa_impl *impl;
+  const bssl_conv_args *a;
+  const uint64_t *x; /* padded input */
+  int32_t hp, wp, cw, ho, wo, stride;
+  int64_t t0, t1; /* tile range of this worker */
+} work_t;
+
+/* tiles of a chunk share their input rows and stream one weight block at a time through L1 */
+#define CHUNK_TILES 16
+
+static void *worker(void *arg) {
+  const work_t *wk = (const work_t *)arg;
+  const bssl_conv_args *a = wk->a;
+  const int mr = wk->impl->mr;
+  const int64_t tpr = (wk->wo + mr - 1) / mr;
+  const uint64_t *ap[BSSL_MR_MAX];
+  for (int64_t cs = wk->t0; cs < wk->t1; cs += CHUNK_TILES) {
+    const int64_t ce = cs + CHUNK_TILES < wk->t1 ? cs + CHUNK_TILES : wk->t1;
+    for (int32_t ob = 0; ob < a->nblk; ob++)
+      for (int64_t t = cs; t < ce; t++) {
+        const int64_t row = t / tpr; /* = b * ho + oy */
+        const int32_t c0 = (int32_t)(t % tpr) * mr;
+        const int32_t mv = wk->wo - c0 < mr ? wk->wo - c0 : mr;
+        const int64_t b = row / wk->ho, oy = row % wk->ho;
+        const uint64_t *base =
+            wk->x + ((b * wk->hp + oy * wk->stride) * wk->wp + (int64_t)c0 * wk->stride) * wk->cw;
+        for (int m = 0; m < mr; m++)
+          ap[m] = base + (int64_t)(m < mv ? m : mv - 1) * wk->stride * wk->cw;
+        const int64_t pix0 = row * wk->wo + c0;
+        if (ob == 0 && a->mode == BSSL_OUT_BITS)
+          memset((uint64_t *)a->out + pix0 * a->out_words, 0, (size_t)mv * a->out_words * 8);
+        wk->impl->tile(a, ob, ap, mv, pix0);
+      }
+  }
+  return NULL;
+}
+
+static int check_mode(int32_t mode, const float *mul, const float *add, const int32_t *thr,
+                      const uint8_t *flip, const void *out) {
+  if (!out) return fail(BSSL_EARG, "output buffer is NULL");
+  if (mode == BSSL_OUT_FLOAT && (!mul || !add))
+    return fail(BSSL_EARG, "float output needs mul and add arrays");
+  if (mode == BSSL_OUT_BITS && (!thr || !flip))
+    return fail(BSSL_EARG, "bits output needs thr and flip arrays");
+  if (mode < BSSL_OUT_DOT || mode > BSSL_OUT_BITS) return fail(BSSL_EARG, "unknown output mode %d", mode);
+  return 0;
+}
+
+int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t cw,
+                 const uint64_t *wblk, int32_t out_channels, int32_t kh, int32_t kw,
+                 int32_t stride, int32_t pad, int32_t kreal, int32_t mode, const float *mul,
+                 const float *add, const int32_t *thr, const uint8_t *flip, void *out,
+                 int32_t threads) {
+  if (n < 0 || h < 1 || w < 1 || cw < 1 || out_channels < 1 || kh < 1 || kw < 1 || stride < 1 ||
+      pad < 0 || threads < 1)
+    return fail(BSSL_EARG, "bconv2d: bad shape (n=%d h=%d w=%d cw=%d O=%d k=%dx%d stride=%d pad=%d threads=%d)",
+                n, h, w, cw, out_channels, kh, kw, stride, pad, threads);
+  if (h + 2 * pad < kh || w + 2 * pad < kw)
+    return fail(BSSL_EARG, "bconv2d: kernel %dx%d larger than padded input %dx%d", kh, kw,
+                h + 2 * pad, w + 2 * pad);
+  if (kreal % (kh * kw) != 0 || (kreal / (kh * kw) + 63) / 64 != cw)
+    return fail(BSSL_EARG, "bconv2d: kreal=%d is not kh*kw*C for a C packed into %d words", kreal, cw);
+  if (!x || !wblk) return fail(BSSL_EARG, "bconv2d: NULL input or weights");
+  int rc = check_mode(mode, mul, add, thr, flip, out);
+  if (rc) return rc;
+  if (n == 0) return 0;
+
+  const int isa = bssl_isa_get();
+  if (isa == BSSL_ISA_SCALAR)
+    return bssl_ref_bconv2d(x, n, h, w, cw, wblk, out_channels, kh, kw, stride, pad, kreal, mode,
+                            mul, add, thr, flip, out);
+  const bssl_isa_impl *impl = impl_of(isa);
+
+  const int32_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
+  const int32_t hp = h + 2 * pad, wp = w + 2 * pad;
+  uint64_t *padded = NULL;
+  const uint64_t *xin = x;
+  if (pad > 0) {
+    /* one-padding is the zero word, so a zeroed frame around a copy does it */
+    padded = (uint64_t *)calloc((size_t)n * hp * wp * cw, 8);
+    if (!padded) return fail(BSSL_ENOMEM, "bconv2d: cannot allocate the padded input");
+    for (int64_t b = 0; b < n; b++)
+      for (int64_t y = 0; y < h; y++)
+        memcpy(padded + ((b * hp + y + pad) * wp + pad) * cw, x + ((b * h + y) * w) * cw,
+               (size_t)w * cw * 8);
+    xin = padded;
+  }
+
+  bssl_conv_args a;
+  a.row_words = (int64_t)wp * cw;
+  a.seg_words = kw * cw;
+  a.kh = kh;
+  a.k_words = (int64_t)kh * kw * cw;
+  a.wblk = wblk;
+  a.out_channels = out_channels;
+  a.nblk = (out_channels + BSSL_BLOCK_O - 1) / BSSL_BLOCK_O;
+  a.mode = mode;
+  a.kreal = kreal;
+  a.mul = mul;
+  a.add = add;
+  a.thr = thr;
+  a.flip = flip;
+  a.out = out;
+  a.out_words = (out_channels + 63) / 64;
+
+  const int64_t tpr = (wo + impl->mr - 1) / impl->mr;
+  const int64_t ntiles = (int64_t)n * ho * tpr;
+  /* split whole output rows where there are enough of them, else tiles */
+  int64_t nth = threads < ntiles ? threads : ntiles;
+  if (nth > 256) nth = 256;
+  work_t works[256];
+  pthread_t tids[256];
+  for (int64_t i = 0; i < nth; i++) {
+    const int64_t rows = (int64_t)n * ho;
+    int64_t t0, t1;
+    if (rows >= nth) {
+      t0 = rows * i / nth * tpr;
+      t1 = rows * (i + 1) / nth * tpr;
+    } else {
+      t0 = ntiles * i / nth;
+      t1 = ntiles * (i + 1) / nth;
+    }
+    works[i] = (work_t){impl, &a, xin, hp, wp, cw, ho, wo, stride, t0, t1};
+  }
+  int64_t started = 0;
+  rc = 0;
+  for (int64_t i = 1; i < nth; i++) {
+    if (pthread_create(&tids[i], NULL, worker, &works[i]) != 0) {
+      rc = fail(BSSL_ETHREAD, "bconv2d: could not start thread %d", (int)i);
+      break;
+    }
+    started = i;
+  }
+  if (rc == 0) worker(&works[0]);
+  for (int64_t i = 1; i <= started; i++) pthread_join(tids[i], NULL);
+  free(padded);
+  return rc;
+}
+
+int bssl_bgemm(const uint64_t *a, int64_t m, int32_t kw, const uint64_t *wblk, int32_t n_out,
+               int32_t kreal, int32_t mode, const float *mul, const float *add,
+               const int32_t *thr, const uint8_t *flip, void *out, int32_t threads) {
+  if (m < 0 || m > 0x7fffffff) return fail(BSSL_EARG, "bgemm: m=%lld out of range", (long long)m);
+  if (m == 0) return check_mode(mode, mul, add, thr, flip, out);
+  /* a GEMM is a 1x1 convolution over one row of m pixels */
+  return bssl_bconv2d(a, 1, 1, (int32_t)m, kw, wblk, n_out, 1, 1, 1, 0, kreal, mode, mul, add,
+                      thr, flip, out, threads);
+}
+
+uint64_t bssl_peak_xor_popcount(int64_t iters, int64_t *bit_ops) {
+  const bssl_isa_impl *impl = impl_of(bssl_isa_get());
+  return (impl ? impl->peak : bssl_peak_scalar)(iters, bit_ops);
+}

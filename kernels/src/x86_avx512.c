@@ -1,0 +1,124 @@
+/* AVX-512 path: VPOPCNTDQ counts 64-bit lanes directly. The tile is an outer product like a
+ * float GEMM micro-kernel: one packed activation word of a pixel is broadcast and XORed with
+ * the same word of 32 output channels (4 zmm), so no horizontal sums are needed and any K
+ * (any channel count) works. 6 pixels x 4 vectors = 24 accumulators in registers. */
+#include <immintrin.h>
+
+#include "internal.h"
+
+#define MR 6
+
+#define STEP(m)                                                                  \
+  do {                                                                           \
+    const __m512i av = _mm512_set1_epi64((long long)p##m[j]);                    \
+    c##m##0 = _mm512_add_epi64(c##m##0, _mm512_popcnt_epi64(_mm512_xor_si512(av, w0))); \
+    c##m##1 = _mm512_add_epi64(c##m##1, _mm512_popcnt_epi64(_mm512_xor_si512(av, w1))); \
+    c##m##2 = _mm512_add_epi64(c##m##2, _mm512_popcnt_epi64(_mm512_xor_si512(av, w2))); \
+    c##m##3 = _mm512_add_epi64(c##m##3, _mm512_popcnt_epi64(_mm512_xor_si512(av, w3))); \
+  } while (0)
+
+static inline void store_vec(const bssl_conv_args *a, __m512i pop, int32_t o, int64_t pix,
+                             uint32_t *bits, int v) {
+  int32_t nv = a->out_channels - o;
+  if (nv <= 0) return;
+  const __mmask8 k = nv >= 8 ? 0xff : (__mmask8)((1u << nv) - 1);
+  if (a->mode == BSSL_OUT_FLOAT) {
+    const __m256 f = _mm512_cvtepi64_ps(pop); /* exact: counts < 2^24 */
+    const __m256 y = _mm256_fmadd_ps(_mm256_maskz_loadu_ps(k, a->mul + o), f,
+                                     _mm256_maskz_loadu_ps(k, a->add + o));
+    _mm256_mask_storeu_ps((float *)a->out + pix * a->out_channels + o, k, y);
+  } else if (a->mode == BSSL_OUT_DOT) {
+    const __m256i d = _mm256_sub_epi32(_mm256_set1_epi32(a->kreal),
+                                       _mm256_slli_epi32(_mm512_cvtepi64_epi32(pop), 1));
+    _mm256_mask_storeu_epi32((int32_t *)a->out + pix * a->out_channels + o, k, d);
+  } else {
+    const __m512i t = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(k, a->thr + o));
+    const __mmask8 ge = _mm512_cmpge_epi64_mask(pop, t);
+    const __mmask16 fl = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(k, a->flip + o), _mm_set1_epi8(-1));
+    *bits |= (uint32_t)((ge ^ (__mmask8)fl) & k) << (8 * v);
+  }
+}
+
+static void tile_avx512(const bssl_conv_args *a, int32_t ob, const uint64_t *const *ap,
+                        int32_t mv, int64_t pix0) {
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
+  __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+  __m512i c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+  __m512i c40 = c00, c41 = c00, c42 = c00, c43 = c00;
+  __m512i c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+  const uint64_t *wb = a->wblk + (int64_t)ob * a->k_words * BSSL_BLOCK_O;
+  const int32_t seg = a->seg_words;
+  for (int32_t ky = 0; ky < a->kh; ky++) {
+    const int64_t off = ky * a->row_words;
+    const uint64_t *p0 = ap[0] + off, *p1 = ap[1] + off, *p2 = ap[2] + off, *p3 = ap[3] + off,
+                   *p4 = ap[4] + off, *p5 = ap[5] + off;
+    const uint64_t *wk = wb + (int64_t)ky * seg * BSSL_BLOCK_O;
+    for (int32_t j = 0; j < seg; j++) {
+      const uint64_t *wj = wk + (int64_t)j * BSSL_BLOCK_O;
+      const __m512i w0 = _mm512_loadu_si512(wj), w1 = _mm512_loadu_si512(wj + 8),
+                    w2 = _mm512_loadu_si512(wj + 16), w3 = _mm512_loadu_si512(wj + 24);
+      STEP(0);
+      STEP(1);
+      STEP(2);
+      STEP(3);
+      STEP(4);
+      STEP(5);
+    }
+  }
+  const int32_t o0 = ob * BSSL_BLOCK_O;
+  const __m512i acc[MR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                              {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+  for (int32_t m = 0; m < mv; m++) {
+    uint32_t bits = 0;
+    for (int v = 0; v < 4; v++) store_vec(a, acc[m][v], o0 + 8 * v, pix0 + m, &bits, v);
+    if (a->mode == BSSL_OUT_BITS)
+      ((uint64_t *)a->out)[(pix0 + m) * a->out_words + o0 / 64] |= (uint64_t)bits << (o0 % 64);
+  }
+}
+
+static void pack_avx512(const float *x, int64_t npix, int32_t channels, const float *bias,
+                        uint64_t *out) {
+  const int32_t cw = (channels + 63) / 64;
+  for (int64_t p = 0; p < npix; p++) {
+    const float *xp = x + p * channels;
+    for (int32_t wi = 0; wi < cw; wi++) {
+      uint64_t word = 0;
+      for (int q = 0; q < 4; q++) {
+        const int32_t c = wi * 64 + q * 16;
+        const int32_t left = channels - c;
+        if (left <= 0) break;
+        const __mmask16 k = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(k, xp + c);
+        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bias + c));
+        word |= (uint64_t)(_mm512_mask_cmp_ps_mask(k, v, _mm512_setzero_ps(), _CMP_LT_OQ)) << (16 * q);
+      }
+      out[p * cw + wi] = word;
+    }
+  }
+}
+
+static uint64_t peak_avx512(int64_t iters, int64_t *bit_ops) {
+  /* the kernel's own instruction mix (xor, popcount, add) on registers, 12 independent chains */
+  __m512i x0 = _mm512_set1_epi64(0x0123456789abcdefLL), x1 = _mm512_set1_epi64(0x1111222233334444LL),
+          x2 = _mm512_set1_epi64(0x5555aaaa5555aaaaLL), x3 = _mm512_set1_epi64(0x0f0f0f0f0f0f0f0fLL);
+  const __m512i w0 = _mm512_set1_epi64(0x9e3779b97f4a7c15LL), w1 = _mm512_set1_epi64(0x7f4a7c159e3779b9LL),
+                w2 = _mm512_set1_epi64(0x3c6ef372fe94f82bLL);
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+          a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  for (int64_t i = 0; i < iters; i++) {
+    __asm__ volatile("" : "+v"(x0), "+v"(x1), "+v"(x2), "+v"(x3));
+#define P(acc, x, w) acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(x, w)))
+    P(a0, x0, w0); P(a1, x1, w0); P(a2, x2, w0); P(a3, x3, w0);
+    P(a4, x0, w1); P(a5, x1, w1); P(a6, x2, w1); P(a7, x3, w1);
+    P(a8, x0, w2); P(a9, x1, w2); P(a10, x2, w2); P(a11, x3, w2);
+#undef P
+  }
+  *bit_ops = iters * 12 * 512;
+  __m512i s = _mm512_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)),
+                               _mm512_add_epi64(_mm512_add_epi64(a4, a5), _mm512_add_epi64(a6, a7)));
+  s = _mm512_add_epi64(s, _mm512_add_epi64(_mm512_add_epi64(a8, a9), _mm512_add_epi64(a10, a11)));
+  return (uint64_t)_mm512_reduce_add_epi64(s);
+}
+
+const bssl_isa_impl bssl_impl_avx512 = {MR, tile_avx512, pack_avx512, peak_avx512};
