@@ -1,0 +1,75 @@
+"""The interface every distillation method (BSSL and the baselines) implements.
+
+A method owns its auxiliary trainable modules (the classifier g, projectors, EMA targets) as
+submodules; the student and the frozen teacher are passed to `loss` each step and never become
+submodules, so `method.state_dict()` holds exactly the method's own state and `method.train()`
+can never switch the teacher's BatchNorm layers out of eval mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+METHODS: Registry[type] = Registry("distillation method")
+
+
+class DistillMethod(nn.Module):
+    #: whether the method reads the teacher (direct SSL on the student does not)
+    needs_teacher: bool = True
+    #: whether the method needs class labels (supervised KL)
+    needs_labels: bool = False
+    #: number of augmented views per image the method consumes
+    num_views: int = 2
+
+    def __init__(self, student: nn.Module, teacher_dim: Optional[int], dcfg: Dict[str, Any], num_labels: int = 0):
+        super().__init__()
+        self.dcfg = dcfg
+
+    @classmethod
+    def student_num_classes(cls, dcfg: Dict[str, Any], num_labels: int) -> int:
+        """Output size of the student's classifier l for this method."""
+        return int(dcfg.get("num_pseudo_classes", 2000))
+
+    def loss(self, student: nn.Module, teacher: Optional[nn.Module], views: List[torch.Tensor],
+             labels: Optional[torch.Tensor], step: int, total_steps: int) -> Dict[str, torch.Tensor]:
+        """Return a dict with the scalar `loss` to minimise plus scalar terms to log."""
+        raise TypeError(f"{type(self).__name__} does not define loss()")
+
+    def after_step(self, student: nn.Module, step: int, total_steps: int) -> None:
+        """Hook after the optimiser step (EMA updates)."""
+
+    def grad_groups(self, student: nn.Module) -> Dict[str, Iterable[nn.Parameter]]:
+        """Parameter groups whose gradient norms are logged separately (the paper's Fig. 2)."""
+        cls_ids = {id(p) for p in student.classifier.parameters()}
+        groups = {
+            "features": [p for p in student.parameters() if id(p) not in cls_ids],
+            "student_classifier": list(student.classifier.parameters()),
+        }
+        for name, module in self.named_children():
+            params = [p for p in module.parameters() if p.requires_grad]
+            if params:
+                groups[name] = params
+        return groups
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {}
+
+
+def teacher_features(teacher: nn.Module, views: List[torch.Tensor]) -> List[torch.Tensor]:
+    """h(x) for each view with the teacher frozen: eval mode (BN statistics untouched), no graph."""
+    teacher.eval()
+    with torch.no_grad():
+        feats = teacher(torch.cat(views))
+    return list(feats.chunk(len(views)))
+
+
+def student_forward(student: nn.Module, views: List[torch.Tensor]):
+    """k(x) and l(k(x)) for each view in one batched pass."""
+    feats = student.features(torch.cat(views))
+    logits = student.classifier(feats)
+    return list(feats.chunk(len(views))), list(logits.chunk(len(views)))

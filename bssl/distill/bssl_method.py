@@ -1,0 +1,63 @@
+"""BSSL (Kim & Choi): KL to a jointly trained random classifier g plus feature similarity, balanced by λ(t)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .base import METHODS, DistillMethod, student_forward, teacher_features
+from .heads import FeatureProjector, JointClassifier
+from .losses import bssl_loss, symmetrised
+from .schedules import lambda_at
+
+FS_TARGETS = ("head", "features")
+
+
+@METHODS.register("bssl")
+class BSSL(DistillMethod):
+    """L = (1-λ(t))·KL(softmax(g(h(x))/T) ‖ softmax(l(k(x))/T)) + λ(t)·L_FS, views crossed.
+
+    Switches (all in [distill]): feature_similarity (cosine | l1 | l2 | none: ablation row 1),
+    lambda_schedule (constant | step | cosine), fs_target ("head": L_FS between l(k(x)) and
+    g(h(x)), which have matched sizes, as the released code does; "features": between a projection
+    of k(x) and h(x)), train_classifier (false reproduces the released code's frozen g).
+    """
+
+    def __init__(self, student: nn.Module, teacher_dim: Optional[int], dcfg: Dict[str, Any], num_labels: int = 0):
+        super().__init__(student, teacher_dim, dcfg, num_labels)
+        self.temperature = float(dcfg.get("temperature", 0.2))
+        self.fs = str(dcfg.get("feature_similarity", "cosine"))
+        if self.fs == "none":
+            self.fs = None
+        self.schedule = str(dcfg.get("lambda_schedule", "cosine"))
+        self.lambda_start = float(dcfg.get("lambda_start", 0.9))
+        self.lambda_end = float(dcfg.get("lambda_end", 0.7))
+        self.fs_target = str(dcfg.get("fs_target", "features"))
+        if self.fs_target not in FS_TARGETS:
+            raise UserError(f"distill.fs_target={self.fs_target!r} is unknown; use one of {', '.join(FS_TARGETS)}")
+        lambda_at(0, 1, self.schedule)  # validates the schedule name early
+        self.classifier = JointClassifier(teacher_dim, self.student_num_classes(dcfg, num_labels),
+                                          int(dcfg.get("classifier_hidden", 2048)))
+        if not bool(dcfg.get("train_classifier", True)):
+            self.classifier.requires_grad_(False)
+        if self.fs is not None and self.fs_target == "features":
+            self.projector = FeatureProjector(student.feature_dim, teacher_dim)
+
+    def loss(self, student, teacher, views: List[torch.Tensor], labels, step: int, total_steps: int):
+        h = teacher_features(teacher, views)
+        t_logits = list(self.classifier(torch.cat(h)).chunk(len(views)))
+        k, s_logits = student_forward(student, views)
+        if self.fs is None:
+            s_fs, t_fs = [None, None], [None, None]
+        elif self.fs_target == "features":
+            s_fs, t_fs = [self.projector(f) for f in k], h
+        else:
+            s_fs, t_fs = s_logits, t_logits
+        lam = lambda_at(step, total_steps, self.schedule, self.lambda_start, self.lambda_end)
+        out = symmetrised(bssl_loss, list(zip(s_logits, s_fs)), list(zip(t_logits, t_fs)),
+                          lam=lam, temperature=self.temperature, fs=self.fs)
+        out["lambda"] = torch.tensor(lam if self.fs is not None else 0.0)
+        return out

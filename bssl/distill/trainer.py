@@ -1,0 +1,356 @@
+"""The two-stage distillation trainer (BSSL Alg. 1) shared by BSSL and the baselines.
+
+Stage 1 trains the student with binary activations and FP weights; stage 2 makes it fully binary
+and starts from stage 1's student *and* its method state (the classifier g, projectors). With
+`distill.stages = 1` the student is trained fully binary from scratch for the epochs of both
+stages (the "without multi-stage" ablation row at equal compute).
+
+Layout of `out_dir`: `stage1.pt`, `stage2.pt` (kind "distill-stage"), `stage<s>/last.pt` (resume
+state, removed when the stage ends), `student.pt` (kind "student"), `log.jsonl` (per epoch),
+`steps.jsonl` (per logged iteration), `grad_norms.png`, `losses.png`, `distill.json`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..utils import JsonlLogger, load_checkpoint, pick_device, save_checkpoint, seed_everything, write_json
+from .base import METHODS, DistillMethod
+from .optim import build_optimizer
+from .schedules import lr_factor
+from .views import distill_views
+
+STAGE_KIND = "distill-stage"
+RESUME_KIND = "distill-resume"
+_OWN_FILES = ("stage1.pt", "stage2.pt", "student.pt", "log.jsonl", "steps.jsonl", "grad_norms.png", "losses.png",
+              "distill.json", "stage1/last.pt", "stage2/last.pt")
+
+
+# ---------------------------------------------------------------- teacher
+
+def load_frozen_teacher(path, cfg: Dict[str, Any]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Load h with bssl.teachers.load_teacher, freeze it (no grads, eval BN) and check its resolution."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"teacher checkpoint {path} does not exist; pass --teacher PATH of a teacher .pt "
+                        "(bssl teacher) or an official MoCo/SimSiam/torchvision checkpoint")
+    from bssl.teachers import load_teacher
+
+    try:
+        backbone, info = load_teacher(path)
+    except UserError:
+        raise
+    except Exception as exc:  # corrupt or foreign files raise many types
+        raise UserError(f"teacher checkpoint {path} does not load ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); pass a bssl teacher checkpoint") from None
+    info = dict(info or {})
+    size = int(cfg.get("data", {}).get("image_size", 32))
+    t_size = info.get("image_size", info.get("input_size"))
+    if t_size is not None and int(t_size) != size:
+        raise UserError(f"teacher {path} was trained on {int(t_size)} px images but data.image_size is {size}; "
+                        f"distil at the teacher's resolution (--set data.image_size={int(t_size)}) or use a matching teacher")
+    backbone.requires_grad_(False)
+    backbone.eval()
+    dim = info.get("feature_dim") or getattr(backbone, "feature_dim", None)
+    with torch.no_grad():
+        try:
+            out = backbone(torch.zeros(2, 3, size, size))
+        except Exception as exc:
+            raise UserError(f"teacher {path} cannot run on {size} px inputs ({type(exc).__name__}); "
+                            "use a teacher trained at data.image_size") from None
+    if out.ndim != 2 or (dim is not None and out.shape[1] != int(dim)):
+        raise UserError(f"teacher {path} returns features of shape {tuple(out.shape)}, expected (N, {dim})")
+    info["feature_dim"] = int(out.shape[1])
+    return backbone, info
+
+
+# ---------------------------------------------------------------- helpers
+
+def grad_norm(params) -> float:
+    norms = [p.grad.detach().norm(2) for p in params if p.grad is not None]
+    if not norms:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(norms), 2))
+
+
+def build_student(cfg: Dict[str, Any], num_classes: int, stage: int) -> nn.Module:
+    from bssl.models import build_model
+
+    d = cfg.get("distill", {})
+    return build_model(d.get("student", "reactnet-a"), num_classes=num_classes,
+                       input_size=int(cfg.get("data", {}).get("image_size", 32)), width=d.get("width", 1.0),
+                       stem=d.get("stem", "auto"), stage=stage, pad_value=float(d.get("pad_value", 1.0)))
+
+
+def stage_plan(dcfg: Dict[str, Any], only_stage: Optional[int]) -> List[Tuple[int, int]]:
+    """[(stage, epochs)] to run. stages=1 trains fully binary for the epochs of both stages."""
+    stages = int(dcfg.get("stages", 2))
+    e1, e2 = int(dcfg.get("epochs_stage1", 1)), int(dcfg.get("epochs_stage2", 1))
+    if stages not in (1, 2):
+        raise UserError(f"distill.stages must be 1 or 2, got {stages}")
+    if e1 < 0 or e2 < 0 or e1 + e2 == 0:
+        raise UserError(f"distill.epochs_stage1/epochs_stage2 must be >= 0 and not both 0 (got {e1}, {e2})")
+    if only_stage is not None:
+        if only_stage not in (1, 2):
+            raise UserError(f"--stage must be 1 or 2, got {only_stage}")
+        return [(only_stage, e1 if only_stage == 1 else e2)]
+    if stages == 1:
+        return [(2, e1 + e2)]
+    return [(s, e) for s, e in ((1, e1), (2, e2)) if e > 0] if e1 > 0 else [(2, e2)]
+
+
+def _rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_init(path: Path, method_name: str) -> Dict[str, Any]:
+    """A stage-1 checkpoint to start stage 2 from: a distill-stage checkpoint or a plain student."""
+    ckpt = load_checkpoint(path, expect_kind=(STAGE_KIND, "student"))
+    if ckpt["bssl_kind"] == STAGE_KIND and ckpt.get("method") != method_name:
+        raise UserError(f"--init {path} was written by method {ckpt.get('method')!r}, not {method_name!r}; "
+                        f"pass --method {ckpt.get('method')} or a checkpoint of this method")
+    state = ckpt.get("student_state", ckpt.get("state_dict"))
+    if state is None:
+        raise UserError(f"--init {path} holds no student weights")
+    return {"student_state": state, "method_state": ckpt.get("method_state"), "path": str(path)}
+
+
+# ---------------------------------------------------------------- main entry
+
+def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False, *, method: Optional[str] = None,
+                stage: Optional[int] = None, init=None, progress: Optional[bool] = None) -> Dict[str, Any]:
+    """Distil the teacher at `teacher_path` into a binary student; see the module docstring for the layout.
+
+    Returns `checkpoint` (final student .pt, kind "student"), `stage_checkpoints`, `history`
+    (one dict per epoch), `plots` (PNG paths), `seconds`, plus `method` and `stages`.
+    `stage` runs one stage only; stage 2 alone needs `init` (a stage-1 checkpoint) or an
+    existing `out_dir/stage1.pt`.
+    """
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    dcfg = dict(cfg.get("distill", {}))
+    method_name = method or str(dcfg.get("method", "bssl"))
+    method_cls = METHODS.get(method_name)
+    plan = stage_plan(dcfg, stage)
+    seed = int(cfg.get("run", {}).get("seed", 0))
+    device = pick_device(str(cfg.get("run", {}).get("device", "auto")))
+
+    # validate every input before anything is written
+    teacher, tinfo = (None, {})
+    if method_cls.needs_teacher:
+        if teacher_path is None:
+            raise UserError(f"method {method_name!r} needs --teacher PATH")
+        teacher, tinfo = load_frozen_teacher(teacher_path, cfg)
+    init_state = None
+    if plan[0][0] == 2 and len(plan) == 1 and (stage == 2 or init is not None):
+        if init is not None:
+            init_state = _load_init(Path(init), method_name)
+        elif (out_dir / "stage1.pt").exists():
+            init_state = _load_init(out_dir / "stage1.pt", method_name)
+        else:
+            raise UserError(f"stage 2 needs a stage-1 checkpoint: pass --init PATH (a stage1.pt written by "
+                            f"bssl distill) or run stage 1 first into {out_dir}")
+    if resume and not out_dir.is_dir():
+        raise UserError(f"--resume: {out_dir} does not exist; drop --resume to start a new distillation")
+    from bssl.data import dataset_from_config
+
+    dataset = dataset_from_config(cfg, "train", transform=distill_views(cfg, method_cls.num_views))
+    if len(dataset) < int(dcfg.get("batch_size", 128)):
+        raise UserError(f"the training set has {len(dataset)} images, fewer than distill.batch_size="
+                        f"{dcfg.get('batch_size')}; lower the batch size")
+    num_labels = int(getattr(dataset, "num_classes", 0) or 0)
+    if method_cls.needs_labels and (num_labels == 0 or getattr(dataset, "multilabel", False)):
+        raise UserError(f"method {method_name!r} needs a single-label dataset; {cfg['data'].get('dataset')} has none")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for name in _OWN_FILES:
+            p = out_dir / name
+            if p.exists():
+                p.unlink()
+    if teacher is not None:
+        teacher.to(device)
+    logger = JsonlLogger(out_dir / "log.jsonl")
+    show = progress if progress is not None else None
+
+    history: List[Dict[str, Any]] = []
+    steps: List[Dict[str, Any]] = []
+    stage_ckpts: List[str] = []
+    student = None
+    prev: Optional[Dict[str, Any]] = init_state
+    for s, epochs in plan:
+        done = out_dir / f"stage{s}.pt"
+        if resume and done.exists():
+            ck = load_checkpoint(done, expect_kind=STAGE_KIND)
+            history += ck.get("history", [])
+            steps += ck.get("steps", [])
+            prev = {"student_state": ck["student_state"], "method_state": ck["method_state"], "path": str(done)}
+            stage_ckpts.append(str(done))
+            student = None
+            continue
+        seed_everything(seed + 1000 * s)
+        student, st_hist, st_steps = _train_stage(
+            cfg, dcfg, s, epochs, method_name, method_cls, teacher, tinfo, num_labels, dataset, device, out_dir,
+            prev, resume, logger, show)
+        history += st_hist
+        steps += st_steps
+        stage_ckpts.append(str(done))
+        ck = load_checkpoint(done, expect_kind=STAGE_KIND)
+        prev = {"student_state": ck["student_state"], "method_state": ck["method_state"], "path": str(done)}
+
+    if student is None:  # every stage was already done: rebuild the last one
+        s_last = plan[-1][0]
+        ck = load_checkpoint(out_dir / f"stage{s_last}.pt", expect_kind=STAGE_KIND)
+        student = build_student(cfg, int(ck["student_num_classes"]), s_last)
+        student.load_state_dict(ck["student_state"])
+
+    from bssl.models import save_student
+
+    student.cpu()
+    final = out_dir / "student.pt"
+    save_student(final, student, cfg, method=method_name, teacher=str(teacher_path) if teacher_path else None,
+                 history=history)
+    with (out_dir / "steps.jsonl").open("w") as fh:
+        import json
+        for rec in steps:
+            fh.write(json.dumps(rec) + "\n")
+    from .plots import plot_grad_norms, plot_losses
+
+    plots = [p for p in (plot_grad_norms(steps, out_dir / "grad_norms.png", title=f"{method_name}: gradient norms"),
+                         plot_losses(history, out_dir / "losses.png", title=f"{method_name}: losses")) if p]
+    result = {"checkpoint": str(final), "stage_checkpoints": stage_ckpts, "history": history,
+              "plots": [str(p) for p in plots], "seconds": round(time.time() - t0, 2), "method": method_name,
+              "stages": [s for s, _ in plan], "teacher": str(teacher_path) if teacher_path else None}
+    write_json(out_dir / "distill.json", result)
+    return result
+
+
+def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, teacher, tinfo, num_labels: int,
+                 dataset, device, out_dir: Path, prev, resume: bool, logger: JsonlLogger, show):
+    """Train one stage; writes out_dir/stage<s>.pt and returns (student, history, steps)."""
+    probe = method_cls.student_num_classes(dcfg, num_labels)
+    student = build_student(cfg, probe, s)
+    method: DistillMethod = method_cls(student, tinfo.get("feature_dim"), dcfg, num_labels=num_labels)
+    if prev is not None:
+        try:
+            student.load_state_dict(prev["student_state"], strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"stage-1 checkpoint {prev['path']} does not fit this student "
+                            f"({str(exc).splitlines()[0][:160]}); use the same [distill] student/width/stem") from None
+        if prev.get("method_state") is not None:
+            try:
+                method.load_state_dict(prev["method_state"], strict=True)
+            except RuntimeError as exc:
+                raise UserError(f"stage-1 checkpoint {prev['path']} holds a method state that does not fit "
+                                f"({str(exc).splitlines()[0][:160]})") from None
+    student.to(device)
+    method.to(device)
+    optimizer = build_optimizer([student, method], dcfg)
+    bs = int(dcfg.get("batch_size", 128))
+    steps_per_epoch = len(dataset) // bs
+    total = max(steps_per_epoch * epochs, 1)
+    warm = int(round(float(dcfg.get("warmup_epochs", 0)) * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, total, warm))
+    log_every = max(1, total // 2000)
+    clip = float(dcfg.get("grad_clip", 0.0) or 0.0)
+    params = [p for m in (student, method) for p in m.parameters() if p.requires_grad]
+    groups = {k: list(v) for k, v in method.grad_groups(student).items()}
+
+    history: List[Dict[str, Any]] = []
+    steps: List[Dict[str, Any]] = []
+    start_epoch = 0
+    last = out_dir / f"stage{s}" / "last.pt"
+    if resume and last.exists():
+        ck = load_checkpoint(last, expect_kind=RESUME_KIND)
+        if ck.get("method") != method_name:
+            raise UserError(f"--resume: {last} belongs to method {ck.get('method')!r}, not {method_name!r}")
+        student.load_state_dict(ck["student_state"])
+        method.load_state_dict(ck["method_state"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        history, steps, start_epoch = list(ck["history"]), list(ck["steps"]), int(ck["epoch"]) + 1
+        _set_rng_state(ck["rng"])
+
+    workers = int(cfg.get("data", {}).get("workers", 0))
+    seed = int(cfg.get("run", {}).get("seed", 0))
+    for epoch in range(start_epoch, epochs):
+        gen = torch.Generator().manual_seed(seed * 100003 + 1000 * s + epoch)
+        loader = DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
+                            generator=gen, pin_memory=device.type == "cuda", persistent_workers=False)
+        student.train()
+        method.train()
+        sums: Dict[str, float] = {}
+        n = 0
+        t_ep = time.time()
+        bar = tqdm(loader, desc=f"distill {method_name} stage {s} epoch {epoch + 1}/{epochs}", leave=False,
+                   disable=None if show is None else not show)
+        for views, labels in bar:
+            step = epoch * steps_per_epoch + n
+            if not isinstance(views, (list, tuple)):
+                views = [views]
+            views = [v.to(device, non_blocking=True) for v in views]
+            labels = labels.to(device) if torch.is_tensor(labels) else labels
+            out = method.loss(student, teacher, views, labels, step, total)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise UserError(f"the {method_name} loss became {loss.item()} at stage {s}, step {step}; "
+                                f"lower distill.lr (now {dcfg.get('lr')}) or set distill.grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norms = {f"grad_{k}": grad_norm(v) for k, v in groups.items()}
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            scheduler.step()
+            method.after_step(student, step, total)
+            rec = {k: float(v.detach()) for k, v in out.items()}
+            rec.update(norms)
+            rec["lr"] = optimizer.param_groups[0]["lr"]
+            for k, v in rec.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            if step % log_every == 0:
+                steps.append({"stage": s, "step": step, **{k: round(v, 6) for k, v in rec.items()}})
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        epoch_rec = {"stage": s, "epoch": epoch + 1, "steps": n, **{k: v / max(n, 1) for k, v in sums.items()},
+                     "seconds": round(time.time() - t_ep, 2)}
+        history.append(epoch_rec)
+        save_checkpoint(last, RESUME_KIND, {
+            "method": method_name, "stage": s, "epoch": epoch, "student_state": student.state_dict(),
+            "method_state": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "history": history, "steps": steps, "rng": _rng_state(),
+        }, cfg)
+        logger.log(**epoch_rec)
+    save_checkpoint(out_dir / f"stage{s}.pt", STAGE_KIND, {
+        "method": method_name, "stage": s, "student_spec": dict(student.spec), "student_num_classes": probe,
+        "student_state": {k: v.cpu() for k, v in student.state_dict().items()},
+        "method_state": {k: v.cpu() for k, v in method.state_dict().items()},
+        "history": history, "steps": steps,
+    }, cfg)
+    if last.exists():
+        last.unlink()
+        try:
+            last.parent.rmdir()
+        except OSError:
+            pass
+    return student, history, steps
