@@ -1,0 +1,70 @@
+"""Downstream evaluation of frozen (or fine-tuned) representations.
+
+Python API::
+
+    from bssl.eval import evaluate, format_table
+    results = evaluate("runs/cpu/student.pt", cfg, ["linear", "knn", "svm", "fewshot"], Path("runs/cpu/eval"))
+
+`evaluate` accepts a checkpoint path (student/teacher .pt or exported .onnx), a FeatureExtractor
+or any nn.Module, and returns ``{protocol: {metric, value, dataset, details, seconds}}``. It also
+writes ``eval.json``, ``eval.md`` and (for few-shot) ``fewshot.png`` into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from ..utils import atomic_path, code_version, seed_everything, write_json
+from . import fewshot, knn, linear, rankme, semisup, svm, transfer  # noqa: F401  (register protocols)
+from .context import EvalContext, eval_splits
+from .features import (FeatureExtractor, Features, OnnxExtractor, TorchExtractor, as_extractor, cached_features,
+                       eval_transform, extract_features, load_feature_extractor)
+from .metrics import average_precision, mean_average_precision, rankme as rankme_score, voc_labels
+from .registry import PROTOCOLS
+from .report import format_table, plot_fewshot
+
+__all__ = [
+    "evaluate", "format_table", "plot_fewshot", "PROTOCOLS", "EvalContext", "FeatureExtractor", "TorchExtractor",
+    "OnnxExtractor", "Features", "load_feature_extractor", "as_extractor", "cached_features", "extract_features",
+    "eval_transform", "eval_splits", "average_precision", "mean_average_precision", "rankme_score", "voc_labels",
+    "protocol_names",
+]
+
+
+def protocol_names() -> list:
+    return list(PROTOCOLS.names())
+
+
+def evaluate(extractor_or_path: Any, cfg: Dict[str, Any], protocols: Optional[Sequence[str]], out_dir: Path,
+             dataset: Optional[str] = None, data_root: Optional[str] = None,
+             report_path: Optional[Path] = None, name: Optional[str] = None) -> Dict[str, dict]:
+    """Run `protocols` (default: cfg eval.protocols) and write eval.json / eval.md / fewshot.png to out_dir."""
+    protocols = list(protocols or cfg.get("eval", {}).get("protocols", ["linear", "knn", "svm", "fewshot"]))
+    for p in protocols:
+        PROTOCOLS.get(p)  # unknown names fail before any work
+    run_cfg = cfg.get("run", {})
+    seed_everything(int(run_cfg.get("seed", 0)))
+    device = run_cfg.get("device", "cpu")
+    device = "cpu" if device in (None, "auto") else device
+    extractor = as_extractor(extractor_or_path, input_size=cfg.get("data", {}).get("image_size"), device=device)
+    model_name = name or extractor.name
+    out_dir = Path(out_dir)
+    ctx = EvalContext(extractor, cfg, out_dir, dataset=dataset, data_root=data_root)
+    results: Dict[str, dict] = {}
+    for p in protocols:
+        t0 = time.perf_counter()
+        res = PROTOCOLS.get(p)(ctx)
+        res["seconds"] = round(time.perf_counter() - t0, 3)
+        results[p] = res
+    report = {"model": model_name, "extractor_key": extractor.key, "input_size": extractor.input_size,
+              "bssl_version": code_version(), "results": results}
+    if "fewshot" in results:
+        report["fewshot_plot"] = str(plot_fewshot({model_name: results["fewshot"]}, out_dir / "fewshot.png"))
+    write_json(report_path or out_dir / "eval.json", report)
+    md = format_table(results, title=f"Downstream evaluation: {model_name}")
+    with atomic_path(out_dir / "eval.md") as tmp:
+        tmp.write_text(md)
+    return results
+

@@ -1,0 +1,95 @@
+"""Results as Markdown tables (one per protocol) and the few-shot curve (mAP vs k with std bars)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, Mapping
+
+from ..utils import atomic_path
+
+
+def _num(v, pct: bool = True) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{100 * v:.2f}" if pct else f"{v:.2f}"
+
+
+def _is_pct(metric: str) -> bool:
+    return metric != "rank"
+
+
+def format_table(results: Mapping[str, dict], title: str = "Downstream evaluation") -> str:
+    """Markdown: a summary table of every protocol's main number, then a detail table per protocol."""
+    lines = [f"### {title}", "", "| protocol | dataset | metric | value |", "|---|---|---|---|"]
+    for name, res in results.items():
+        metric = res.get("metric", "")
+        value = _num(res.get("value"), _is_pct(metric))
+        lines.append(f"| {name} | {res.get('dataset', '')} | {metric}{' (%)' if _is_pct(metric) else ''} | {value} |")
+    for name, res in results.items():
+        detail = _detail_table(name, res)
+        if detail:
+            lines += ["", f"#### {name}", "", *detail]
+    return "\n".join(lines) + "\n"
+
+
+def _detail_table(name: str, res: dict) -> list:
+    d = res.get("details", {})
+    if "per_k" in d:
+        has_acc = any("accuracy_mean" in r for r in d["per_k"].values())
+        out = ["| k | mAP (%) mean ± std |" + (" accuracy (%) mean ± std |" if has_acc else ""),
+               "|---|---|" + ("---|" if has_acc else "")]
+        for k, r in sorted(d["per_k"].items(), key=lambda kv: int(kv[0])):
+            row = f"| {k} | {_num(r['mAP_mean'])} ± {_num(r['mAP_std'])} |"
+            if has_acc:
+                row += f" {_num(r.get('accuracy_mean'))} ± {_num(r.get('accuracy_std'))} |"
+            out.append(row)
+        for k, why in sorted(d.get("skipped", {}).items(), key=lambda kv: int(kv[0])):
+            out.append(f"| {k} | skipped: {why} |" + (" |" if has_acc else ""))
+        return out
+    if "per_fraction" in d:
+        out = ["| labels | n | best top-1 (%) | lr | head x |", "|---|---|---|---|---|"]
+        for frac, e in d["per_fraction"].items():
+            b = e.get("best") or {}
+            out.append(f"| {100 * float(frac):g}% | {e['n_labels']} | {_num(b.get('top1'))} | {b.get('lr', 'n/a')} | "
+                       f"{b.get('head_mult', 'n/a')} |")
+        return out
+    if "per_class_ap" in d:
+        costs = d.get("per_class_cost", {})
+        out = ["| class | AP (%) |" + (" cost |" if costs else ""), "|---|---|" + ("---|" if costs else "")]
+        for cls, ap in d["per_class_ap"].items():
+            out.append(f"| {cls} | {_num(ap)} |" + (f" {costs.get(cls, '')} |" if costs else ""))
+        if "accuracy" in d:
+            out.append(f"| accuracy | {_num(d['accuracy'])} |" + (" |" if costs else ""))
+        return out
+    if "top5" in d:
+        return ["| top-1 (%) | top-5 (%) |", "|---|---|", f"| {_num(res.get('value'))} | {_num(d['top5'])} |"]
+    return []
+
+
+def plot_fewshot(curves: Dict[str, dict], path: Path) -> Path:
+    """One PNG: mAP (%) vs k (log2 axis) with std error bars, one line per model's few-shot result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for model, res in curves.items():
+        per_k = res["details"]["per_k"]
+        ks = sorted(int(k) for k in per_k)
+        mean = [100 * per_k[str(k)]["mAP_mean"] for k in ks]
+        std = [100 * per_k[str(k)]["mAP_std"] for k in ks]
+        ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=model)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("positives per class (k)")
+    ax.set_ylabel("mAP (%)")
+    ax.set_title("Few-shot linear SVM")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

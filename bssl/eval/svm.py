@@ -1,0 +1,129 @@
+"""VOC07 linear-SVM protocol (Goyal et al. 2019) and its low-shot variant.
+
+Features are L2-normalised; one LinearSVC (LIBLINEAR) per class, one-vs-rest, with
+class_weight {1: 2, -1: 1}, squared hinge, dual, max_iter 2000. The cost of each class comes
+from a sweep scored by cross-validated AP on trainval. "Difficult" images count as negatives
+in training and are ignored when AP is measured. Classes run in parallel with joblib.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedKFold
+from sklearn.svm import LinearSVC
+
+from ..errors import UserError
+from .features import Features
+from .metrics import average_precision, mean_average_precision, one_hot_labels, voc_labels
+from .registry import PROTOCOLS
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-10)
+
+
+def protocol_labels(feats: Features) -> np.ndarray:
+    """{1, -1, 0} labels (N, C) for multi-label data, {1, -1} one-vs-rest labels for single-label data."""
+    if feats.multilabel:
+        return voc_labels(feats.targets, feats.difficult)
+    return one_hot_labels(feats.targets, feats.num_classes)
+
+
+def make_svc(cost: float, seed: int) -> LinearSVC:
+    return LinearSVC(C=cost, class_weight={1: 2, -1: 1}, penalty="l2", loss="squared_hinge", dual=True,
+                     max_iter=2000, random_state=seed)
+
+
+def _fit(x, y_pm1, cost, seed):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf = make_svc(cost, seed).fit(x, y_pm1)
+    not_converged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return clf, not_converged
+
+
+def fit_class(x: np.ndarray, labels: np.ndarray, rows: Optional[np.ndarray], costs: Sequence[float],
+              folds: int = 3, seed: int = 0, default_cost: float = 1.0) -> dict:
+    """Cost sweep by cross-validated AP, then a final fit on all given rows, for one class.
+
+    `labels` are {1, -1, 0} for the rows used; 0 trains as negative and is ignored by AP.
+    With fewer positives than 2 no cross-validation is possible and `default_cost` is used.
+    """
+    if rows is not None:
+        x, labels = x[rows], labels[rows]
+    x = np.asarray(x, dtype=np.float32)
+    y = np.where(labels == 1, 1, -1)
+    n_pos, n_neg = int((y == 1).sum()), int((y == -1).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise UserError(f"an SVM needs positives and negatives, got {n_pos} positives and {n_neg} negatives")
+    n_splits = min(folds, n_pos, n_neg)
+    cv_ap, not_conv = {}, 0
+    if n_splits >= 2 and len(costs) > 1:
+        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        for cost in costs:
+            aps = []
+            for tr, va in splitter.split(x, y):
+                clf, nc = _fit(x[tr], y[tr], cost, seed)
+                not_conv += nc
+                aps.append(average_precision(clf.decision_function(x[va]), labels[va]))
+            cv_ap[float(cost)] = float(np.nanmean(aps)) if not np.isnan(aps).all() else float("nan")
+        finite = {c: a for c, a in cv_ap.items() if np.isfinite(a)}
+        best = max(finite, key=lambda c: (finite[c], -c)) if finite else float(default_cost)
+    else:
+        best = float(costs[0]) if len(costs) == 1 else float(default_cost)
+    clf, nc = _fit(x, y, best, seed)
+    return {"cost": best, "cv_ap": cv_ap, "coef": clf.coef_.ravel().astype(np.float32),
+            "intercept": float(clf.intercept_[0]), "not_converged": not_conv + nc, "n_pos": n_pos, "n_neg": n_neg}
+
+
+def _scores(models: list, x: np.ndarray) -> np.ndarray:
+    w = np.stack([m["coef"] for m in models], 1)
+    b = np.array([m["intercept"] for m in models], dtype=np.float32)
+    return x @ w + b
+
+
+def _check_costs(costs) -> list:
+    costs = [float(c) for c in costs]
+    if not costs or any(c <= 0 for c in costs):
+        raise UserError(f"eval.svm_costs must be a non-empty list of positive numbers, got {costs}")
+    return costs
+
+
+def svm_protocol(train: Features, test: Features, costs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), folds: int = 3,
+                 seed: int = 0, n_jobs: int = -1, default_cost: float = 1.0) -> dict:
+    """VOC07 SVM: per-class cost by 3-fold AP on trainval, test AP per class, mAP (and accuracy if single-label)."""
+    costs = _check_costs(costs)
+    x_tr, x_te = l2_normalise(train.features), l2_normalise(test.features)
+    lab_tr, lab_te = protocol_labels(train), protocol_labels(test)
+    for c, name in enumerate(train.classes):
+        if not (lab_tr[:, c] == 1).any():
+            raise UserError(f"class {name!r} has no positive training image; the SVM protocol needs at least one per class")
+    models = Parallel(n_jobs=n_jobs)(
+        delayed(fit_class)(x_tr, lab_tr[:, c], None, costs, folds, seed, default_cost) for c in range(train.num_classes))
+    scores = _scores(models, x_te)
+    m, aps = mean_average_precision(scores, lab_te)
+    details = {
+        "costs_swept": costs, "folds": folds, "n_train": len(x_tr), "n_test": len(x_te),
+        "per_class_ap": dict(zip(test.classes, aps.tolist())),
+        "per_class_cost": dict(zip(train.classes, [mo["cost"] for mo in models])),
+        "not_converged_fits": int(sum(mo["not_converged"] for mo in models)),
+    }
+    if not test.multilabel:
+        details["accuracy"] = float((scores.argmax(1) == np.asarray(test.targets)).mean())
+    return {"metric": "mAP", "value": m, "details": details}
+
+
+@PROTOCOLS.register("svm")
+def run_svm(ctx) -> dict:
+    name, root = ctx.multilabel_source()
+    train, test = ctx.pair(name, root, prefix="multilabel_")
+    res = svm_protocol(train, test, costs=ctx.get("svm_costs", (0.01, 0.1, 1.0, 10.0)),
+                       folds=int(ctx.get("svm_folds", 3)), seed=ctx.seed, n_jobs=ctx.jobs,
+                       default_cost=float(ctx.get("svm_default_cost", 1.0)))
+    return dict(res, dataset=ctx.describe(name, root))
