@@ -5,7 +5,7 @@ from bssl.errors import UserError
 from bssl.models import MODELS, build_backbone, build_model, load_student, save_student
 from bssl.nn import BinaryConv2d, BinaryConvBN, get_stage, set_stage
 
-STUDENTS = ["reactnet-a", "reactnet-b", "reactnet-c", "birealnet-18"]
+STUDENTS = ["reactnet-a", "reactnet-b", "reactnet-c", "birealnet-18", "reactnet-18"]
 
 
 def test_registry_names():

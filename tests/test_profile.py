@@ -44,6 +44,12 @@ def test_birealnet18_published_figures():
     assert rel(r["ops"], 1.63e8) < 0.02
 
 
+def test_reactnet18_costs_like_birealnet18():
+    a, b = profile_model(meta_model("reactnet-18"), 224), profile_model(meta_model("birealnet-18"), 224)
+    assert (a["bops"], a["flops"], a["binary_params"]) == (b["bops"], b["flops"], b["binary_params"])
+    assert a["fp_params"] > b["fp_params"]  # the RPReLUs
+
+
 @pytest.mark.parametrize("name, flops", [("reactnet-b", 0.44e8), ("reactnet-c", 1.40e8)])
 def test_reactnet_variants_costs(name, flops):
     r = profile_model(meta_model(name), 224)

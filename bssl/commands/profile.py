@@ -12,7 +12,7 @@ HELP = "count BOPs/FLOPs/OPs, binary/FP parameters, FP32 vs deployed bytes of a 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a registered student name (reactnet-a, reactnet-b, reactnet-c, birealnet-18) "
+    p.add_argument("model", help="a registered student name (reactnet-a, reactnet-b, reactnet-c, birealnet-18, reactnet-18) "
                                   "or the path of a student checkpoint (.pt)")
     p.add_argument("--input-size", type=int, default=None,
                    help="square input size in pixels (default: 224 for a name, the checkpoint's size for a file)")

@@ -1,4 +1,4 @@
-"""Binary students (ReActNet-A/B/C, Bi-Real-Net-18) and FP backbones.
+"""Binary students (ReActNet-A/B/C, Bi-Real-Net-18, Bi-Real-based ReActNet-18) and FP backbones.
 
 `build_model(name, ...)` returns a student with `.features(x) -> (N, feature_dim)` (k in the
 paper), `.classifier` (nn.Linear, l), `.feature_dim` and `.spec` (the build arguments, enough to
@@ -25,7 +25,8 @@ MODELS: Registry = Registry("model")
 MODELS.register("reactnet-a")(make_reactnet("reactnet-a", "binary"))
 MODELS.register("reactnet-b")(make_reactnet("reactnet-b", "fp-group4"))
 MODELS.register("reactnet-c")(make_reactnet("reactnet-c", "fp"))
-MODELS.register("birealnet-18")(make_birealnet18)
+MODELS.register("birealnet-18")(make_birealnet18("birealnet-18", rprelu=False))
+MODELS.register("reactnet-18")(make_birealnet18("reactnet-18", rprelu=True))
 
 
 def build_model(name: str, *, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,

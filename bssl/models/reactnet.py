@@ -10,13 +10,20 @@ Block: out1 = RPReLU1(unit3x3(x) + (AvgPool2d(2)(x) if stride 2 else x));
        whose outputs are each added to out1 and concatenated (the "duplicated" downsampling).
 Every binary conv is a BinaryConvBN unit (RSign -> BinaryConv2d -> BN).
 
-Variants (the paper's Table 4 lists B and C beside A without a layer-by-layer definition in the
-released code; this is our reading, checked against the published costs):
-  reactnet-b  the duplicated binary 1x1 convs of the five channel-doubling blocks become one
-              real-valued 1x1 group conv c->2c with 4 groups (+BN) on the real-valued out1;
-  reactnet-c  the same with a full real-valued 1x1 conv c->2c.
-Both remove 1.28e8 BOPs (4.82e9 -> 4.69e9) and add 0.32e8 (B) or 1.28e8 (C) FLOPs, which is
-what the paper's 0.44e8 and 1.40e8 FLOPs for B and C amount to (stem + FC = 0.12e8).
+Each of the two duplicated 1x1 units has its own RSign (as in the paper's figure; the official
+code shares one LearnableBias before them, which the author calls equivalent, liuzechun/ReActNet
+issue #20): c extra parameters per channel-doubling block, 992 in all at width 1.
+
+Variants. The paper (Sec. 5.1) describes B and C as replacing the 1-bit 1x1 convs of the
+downsampling (channel-doubling) blocks with real-valued 1x1 convs; B uses group convs with 4
+groups, C full convs. The released code has no B/C, so this is our reading:
+  reactnet-b  the duplicated binary 1x1 units of the five channel-doubling blocks become one
+              real-valued 1x1 conv c->2c with 4 groups + BN on the real-valued out1, added to
+              cat(out1, out1);
+  reactnet-c  the same with a full (1 group) real-valued 1x1 conv.
+Both remove 1.28e8 BOPs (4.82e9 -> 4.69e9) and add 0.32e8 (B) or 1.28e8 (C) FLOPs to the 0.12e8
+of stem + FC, i.e. the paper's 4.69e9 BOPs and 0.44e8 / 1.40e8 FLOPs. (The paper's OPs for B,
+1.63e8, is not its own BOPs/64 + FLOPs = 1.17e8; C's 2.14e8 is.)
 
 Small stem (32/64 px inputs): FP conv3x3 stride 1 instead of stride 2; the block strides are
 unchanged, so the total stride is 16 (32 px -> 2x2 final map, 64 px -> 4x4).
