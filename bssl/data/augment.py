@@ -1,0 +1,109 @@
+"""Augmentation pipelines of the self-supervised methods (torchvision transforms v2).
+
+Every pipeline takes a uint8 (3, H, W) tensor (what bssl datasets yield) and returns a normalised
+float tensor. `MultiView` turns a list of per-view pipelines into one callable returning the list of
+views; `multicrop` adds small local crops (SwAV-style) behind the global views.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Sequence
+
+import torch
+from torchvision.transforms import v2
+
+from ..errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _blur_kernel(size: int) -> int:
+    """About 10% of the image side, odd, at least 3 (23 px at 224 as in MoCo/BYOL)."""
+    k = max(3, int(round(0.1 * size)))
+    return k if k % 2 == 1 else k + 1
+
+
+def _to_float_normalised() -> List[Callable]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def eval_transform(image_size: int) -> Callable:
+    """Un-augmented input for features (kNN monitor, FUSSL labelling, evaluation)."""
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), *_to_float_normalised()])
+
+
+def mocov2_transform(image_size: int, scale=(0.2, 1.0)) -> Callable:
+    """MoCo v2 aug+: crop 0.2-1, colour jitter 0.4/0.4/0.4/0.1 p0.8, grey 0.2, blur p0.5, flip."""
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        v2.RandomApply([v2.GaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0))], p=0.5),
+        v2.RandomHorizontalFlip(),
+        *_to_float_normalised(),
+    ])
+
+
+def byol_transform(image_size: int, blur_p: float, solarize_p: float, scale=(0.08, 1.0)) -> Callable:
+    """BYOL's view pipeline: crop 0.08-1, flip, jitter 0.4/0.4/0.2/0.1 p0.8, grey 0.2, then blur and
+    solarize with per-view probabilities (view 1: blur 1.0, solarize 0; view 2: blur 0.1, solarize 0.2)."""
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        v2.RandomApply([v2.GaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0))], p=blur_p),
+        v2.RandomSolarize(threshold=128, p=solarize_p),  # uint8 input: 128 is the paper's 0.5
+        *_to_float_normalised(),
+    ])
+
+
+def byol_views(image_size: int, num_views: int = 2, scale=(0.08, 1.0)) -> List[Callable]:
+    """Asymmetric BYOL pair, repeated for more views (odd views like view 1, even like view 2)."""
+    first = byol_transform(image_size, blur_p=1.0, solarize_p=0.0, scale=scale)
+    second = byol_transform(image_size, blur_p=0.1, solarize_p=0.2, scale=scale)
+    return [first if i % 2 == 0 else second for i in range(num_views)]
+
+
+def local_crop_transform(local_size: int, scale=(0.05, 0.14)) -> Callable:
+    """Small multi-crop view: the MoCo v2 colour pipeline on a small, low-scale crop."""
+    return mocov2_transform(local_size, scale=scale)
+
+
+def multicrop(global_views: Sequence[Callable], num_local: int, local_size: int, local_scale=(0.05, 0.14)) -> List[Callable]:
+    if num_local < 0:
+        raise UserError(f"teacher.multicrop_local must be >= 0, not {num_local}")
+    return list(global_views) + [local_crop_transform(local_size, local_scale) for _ in range(num_local)]
+
+
+class MultiView:
+    """Apply each pipeline to the same image: returns [view_0, view_1, ...]."""
+
+    def __init__(self, transforms: Sequence[Callable]):
+        if not transforms:
+            raise UserError("an augmentation needs at least one view")
+        self.transforms = list(transforms)
+
+    def __call__(self, img: torch.Tensor) -> List[torch.Tensor]:
+        return [t(img) for t in self.transforms]
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+
+PIPELINES = {
+    "mocov2": lambda size, n: [mocov2_transform(size) for _ in range(n)],
+    "simsiam": lambda size, n: [mocov2_transform(size) for _ in range(n)],  # SimSiam uses MoCo v2 aug+
+    "byol": lambda size, n: byol_views(size, n),
+}
+
+
+def method_views(pipeline: str, image_size: int, num_views: int, num_local: int = 0, local_size: int = 0) -> MultiView:
+    """The per-view pipelines of a method: `num_views` global views plus optional local crops."""
+    if pipeline not in PIPELINES:
+        raise UserError(f"unknown augmentation pipeline {pipeline!r}; known: {', '.join(sorted(PIPELINES))}")
+    views = PIPELINES[pipeline](image_size, num_views)
+    if num_local:
+        views = multicrop(views, num_local, local_size or max(8, int(round(image_size * 96 / 224))))
+    return MultiView(views)

@@ -1,0 +1,105 @@
+"""The teacher-method interface and its registry.
+
+A method is an nn.Module holding the backbone and its heads. The trainer calls
+`forward(views, index) -> (loss, logs)` (the only call DistributedDataParallel wraps),
+`after_step(step, total_steps)` after each optimiser step (momentum encoders),
+and `prepare_epoch(epoch, ctx)` before each epoch (phase changes; returns True when the set of
+trainable parameters changed). Paper defaults live in each class's DEFAULTS; the preset's
+[teacher] keys and an optional [teacher.<method>] table override them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+
+from bssl.data.augment import MultiView, method_views
+from bssl.errors import UserError
+from bssl.registry import Registry
+
+METHODS: Registry[type] = Registry("teacher method")
+
+# Keys the trainer reads; everything else in [teacher] is a method option.
+COMMON_DEFAULTS: Dict[str, Any] = {
+    "num_views": 2,          # global views per image
+    "multicrop_local": 0,    # extra small crops (multi-crop), 0 = off
+    "local_size": 0,         # side of the local crops; 0 = 96/224 of the image size
+}
+
+
+def method_config(name: str, teacher_cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """DEFAULTS of the method < [teacher] keys < [teacher.<name>] table."""
+    cls = METHODS.get(name)
+    cfg = {**COMMON_DEFAULTS, **cls.DEFAULTS}
+    cfg.update({k: v for k, v in teacher_cfg.items() if not isinstance(v, dict)})
+    cfg.update(teacher_cfg.get(name, {}) if isinstance(teacher_cfg.get(name), dict) else {})
+    return cfg
+
+
+class TeacherMethod(nn.Module):
+    name = ""
+    pipeline = "mocov2"
+    DEFAULTS: Dict[str, Any] = {}
+
+    def __init__(self, backbone: nn.Module, cfg: Dict[str, Any]):
+        super().__init__()
+        self.cfg = dict(cfg)
+        self.backbone = backbone
+        self.feature_dim = int(backbone.feature_dim)
+        self.num_views = int(self.cfg.get("num_views", 2))
+        self.num_local = int(self.cfg.get("multicrop_local", 0))
+        if self.num_views < 2:
+            raise UserError(f"teacher.num_views = {self.num_views}: {self.name} needs at least 2 views per image")
+
+    # what the checkpoint calls the backbone and the heads
+    @property
+    def encoder(self) -> nn.Module:
+        return self.backbone
+
+    def heads(self) -> Dict[str, nn.Module]:
+        return {}
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Projector output of the online branch (FUSSL reads its argmax as a class)."""
+        raise UserError(f"method {self.name} has no projector to label with")
+
+    def views(self, image_size: int) -> MultiView:
+        return method_views(self.pipeline, image_size, self.num_views, self.num_local, int(self.cfg.get("local_size", 0)))
+
+    def forward(self, views: List[torch.Tensor], index: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        raise UserError(f"method {self.name} does not define a training step")
+
+    def param_groups(self) -> List[Dict[str, Any]]:
+        """Optimiser groups; a group with fix_lr=True keeps its lr (SimSiam's predictor)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        pass
+
+    def prepare_epoch(self, epoch: int, total_epochs: int, ctx: Dict[str, Any]) -> bool:
+        return False
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        pass
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target <- m * target + (1 - m) * online over parameters; BN statistics of the target come
+    from its own forward passes, as in the MoCo and BYOL code."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    clone = copy.deepcopy(module)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
