@@ -1,0 +1,178 @@
+"""What `bssl bench` can measure: registered model names or files written by bssl.
+
+A model reference is a string. Either a registered name with optional build options,
+``reactnet-a``, ``reactnet-a:width=0.5,stem=small``, ``resnet18`` (a bssl student, else a
+torchvision classifier, random-initialised: fine for latency and memory, not for accuracy),
+or a path: a student / teacher checkpoint (``.pt``), an ONNX export (``.onnx``), a TVM module
+(``.so``) or an LCE flatbuffer (``.tflite``). Resolving a reference is deterministic (seeded), so
+the worker process that measures memory rebuilds exactly the model the parent exported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..errors import UserError
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar")
+EXPORT_SUFFIXES = {".onnx": "onnx", ".so": "tvm", ".tflite": "tflite"}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model reference. `kind` is registered | student | teacher | onnx | tvm | tflite."""
+
+    text: str
+    kind: str
+    name: str
+    options: Dict[str, Any] = field(default_factory=dict)
+    path: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        if self.path is not None:
+            return Path(self.path).stem
+        if not self.options:
+            return self.name
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.name}({opts})"
+
+    @property
+    def is_torch(self) -> bool:
+        """True when the reference can be rebuilt as a torch module (then every backend can export it)."""
+        return self.kind in ("registered", "student", "teacher")
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"text": self.text, "kind": self.kind, "name": self.name, "options": self.options, "path": self.path}
+
+    @staticmethod
+    def from_json(d: Dict[str, Any]) -> "ModelRef":
+        return ModelRef(text=d["text"], kind=d["kind"], name=d["name"], options=dict(d["options"]), path=d["path"])
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def student_names() -> list:
+    try:
+        from ..models import model_names  # type: ignore[attr-defined]
+        return list(model_names())
+    except ImportError:
+        pass
+    try:
+        from ..models import MODELS  # type: ignore[attr-defined]
+        return list(MODELS.names())
+    except ImportError:
+        return []
+
+
+def _torchvision_names() -> list:
+    import torchvision
+
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def parse_model_ref(text: str) -> ModelRef:
+    """Parse a model reference; raise UserError naming the value when it is neither a file nor a known name."""
+    text = str(text).strip()
+    if not text:
+        raise UserError("empty model reference; pass a registered name (reactnet-a, resnet18) or a model file")
+    path = Path(text)
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES or path.suffix.lower() in EXPORT_SUFFIXES or path.exists():
+        return _parse_path(path, text)
+    name, _, opt_text = text.partition(":")
+    options: Dict[str, Any] = {}
+    if opt_text:
+        for item in opt_text.split(","):
+            if "=" not in item:
+                raise UserError(f"model option {item!r} in {text!r} must look like key=value, e.g. reactnet-a:width=0.5")
+            key, raw = item.split("=", 1)
+            options[key.strip()] = _parse_value(raw.strip())
+    if name in student_names() or name in _torchvision_names():
+        return ModelRef(text=text, kind="registered", name=name, options=options)
+    known = ", ".join(sorted(set(student_names())) or ["(bssl.models not installed)"])
+    raise UserError(
+        f"model {text!r} is neither an existing file nor a registered name; students: {known}; "
+        f"or any torchvision classifier name such as resnet18"
+    )
+
+
+def _parse_path(path: Path, text: str) -> ModelRef:
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist; pass a checkpoint or export written by bssl")
+    suffix = path.suffix.lower()
+    if suffix in EXPORT_SUFFIXES:
+        kind = EXPORT_SUFFIXES[suffix]
+        _check_export(path, kind)
+        return ModelRef(text=text, kind=kind, name=path.stem, path=str(path.resolve()))
+    from ..utils import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    kind = ckpt["bssl_kind"]
+    if kind not in ("student", "teacher"):
+        raise UserError(f"checkpoint {path} holds a {kind!r}; bssl bench measures student or teacher checkpoints")
+    return ModelRef(text=text, kind=kind, name=path.stem, path=str(path.resolve()))
+
+
+def _check_export(path: Path, kind: str) -> None:
+    """Refuse files that are not bssl exports before any backend tries to run them."""
+    if kind == "onnx":
+        import onnx
+
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError and friends
+            raise UserError(f"model file {path} is not an ONNX model ({type(exc).__name__}); pass a file written by `bssl export`") from None
+        meta = {p.key: p.value for p in proto.metadata_props}
+        if not any(k.startswith("bssl") for k in meta) and not proto.producer_name.startswith("bssl"):
+            raise UserError(
+                f"model file {path} is an ONNX model but not a bssl export (no bssl metadata); "
+                f"export it with `bssl export` or pass the checkpoint instead"
+            )
+    elif kind == "tvm":
+        head = path.read_bytes()[:4]
+        if head != b"\x7fELF":
+            raise UserError(f"model file {path} is not a shared library (no ELF header); pass a .so written by `bssl export --format tvm`")
+    elif kind == "tflite":
+        head = path.read_bytes()[:8]
+        if len(head) < 8 or head[4:8] != b"TFL3":
+            raise UserError(f"model file {path} is not a TFLite flatbuffer; pass a .tflite written by `bssl export --format lce`")
+
+
+def build_torch_model(ref: ModelRef, input_size: int, seed: int = 0) -> torch.nn.Module:
+    """Rebuild the torch module of a reference in eval mode (random init for names, seeded)."""
+    if ref.kind == "student":
+        from ..models import load_student
+
+        return load_student(ref.path).eval()
+    if ref.kind == "teacher":
+        from ..teachers import load_teacher
+
+        backbone, _info = load_teacher(ref.path)
+        return backbone.eval()
+    if ref.kind != "registered":
+        raise UserError(f"{ref.text} is an exported {ref.kind} file; it has no torch module to run")
+    torch.manual_seed(seed)
+    if ref.name in student_names():
+        from ..models import build_model
+
+        opts = {"input_size": input_size, **ref.options}
+        try:
+            return build_model(ref.name, **opts).eval()
+        except TypeError as exc:
+            raise UserError(f"model {ref.text}: bad build option ({exc})") from None
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(ref.name, weights=None, **ref.options).eval()
+    except TypeError as exc:
+        raise UserError(f"model {ref.text}: bad build option ({exc})") from None
