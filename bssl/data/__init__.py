@@ -8,5 +8,6 @@ Datasets also expose ``num_classes``, ``classes`` and ``multilabel``.
 
 from .registry import DATASETS, ArrayDataset, build_dataset, dataset_from_config, dataset_names
 from . import synthetic as _synthetic  # noqa: F401  (registers embedded datasets)
+from . import cifar as _cifar, imagefolder as _imagefolder, stl10 as _stl10, voc as _voc  # noqa: F401,E501  (on-disk datasets)
 
 __all__ = ["DATASETS", "ArrayDataset", "build_dataset", "dataset_from_config", "dataset_names"]

@@ -61,7 +61,7 @@ class EvalContext:
         if n is None and prefix in ("", "multilabel_"):  # the transfer set keeps its own size
             n = self.data_cfg.get(f"num_{which}")
         cand = {"num_samples": n, "image_size": self.data_cfg.get("image_size"),
-                "num_classes": self.data_cfg.get("num_classes"), "seed": self.data_cfg.get("seed")}
+                "num_classes": self.data_cfg.get("num_classes"), "seed": self.cfg.get("run", {}).get("seed", 0)}
         return {k: v for k, v in cand.items() if k in _EMBEDDED_OPTIONS and k in accepted and v is not None}
 
     def build(self, name: str, split: str, root: Optional[str], prefix: str = "", transform=None):

@@ -175,7 +175,11 @@ def load_feature_extractor(path: os.PathLike | str, device: str | torch.device =
     from ..teachers import load_teacher
 
     backbone, info = load_teacher(path)
-    size = int((info or {}).get("input_size") or (_input_size_from_config(raw) if isinstance(raw, dict) else 224))
+    info = info or {}
+    fallback = 32 if info.get("small_stem") else 224  # small-stem backbones are the CIFAR-sized variant
+    size = info.get("input_size") or info.get("image_size") or (
+        _input_size_from_config(raw, fallback) if isinstance(raw, dict) else fallback)
+    size = int(size)
     return TorchExtractor(backbone, size, key=key, name=path.stem, device=device)
 
 
