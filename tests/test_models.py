@@ -12,11 +12,10 @@ def test_registry_names():
     assert set(STUDENTS) <= set(MODELS.names())
 
 
-@pytest.mark.parametrize("name", STUDENTS)
-@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("name, size", [(n, 32) for n in STUDENTS] + [("reactnet-a", 64), ("birealnet-18", 64)])
 def test_forward_backward_shapes_and_one_step(name, size):
     torch.manual_seed(0)
-    m = build_model(name, num_classes=5, input_size=size, width=0.25)
+    m = build_model(name, num_classes=5, input_size=size, width=0.125)
     assert m.spec["stem"] == "small"
     x = torch.randn(2, 3, size, size)
     f = m.features(x)
@@ -35,7 +34,7 @@ def test_forward_backward_shapes_and_one_step(name, size):
 
 @pytest.mark.parametrize("name", STUDENTS)
 def test_full_size_forward_shape(name):
-    m = build_model(name, num_classes=3, input_size=224, width=0.25).eval()
+    m = build_model(name, num_classes=3, input_size=224, width=0.125).eval()
     assert m.spec["stem"] == "imagenet"
     with torch.no_grad():
         assert m(torch.randn(1, 3, 224, 224)).shape == (1, 3)
@@ -139,3 +138,107 @@ def test_backbones(name, dim):
         assert net(torch.randn(1, 3, 32, 32)).shape == (1, dim)
     with pytest.raises(UserError):
         build_backbone("vgg")
+
+
+# ---- official ReActNet checkpoints: an independent functional re-statement of the official
+# mobilenet/2_step2/reactnet.py forward (torch.sign, zero padding, alpha * sign(W) weights) run on a
+# random state dict with the official key names, compared with the imported bssl model.
+
+def _official_a_state(base, num_classes, step1=False):
+    g = torch.Generator().manual_seed(0)
+    chans = [base, 2 * base] + [4 * base] * 2 + [8 * base] * 2 + [16 * base] * 6 + [32 * base] * 2
+    sd = {"module.feature.0.conv1.weight": torch.randn(base, 3, 3, 3, generator=g)}
+
+    def bn(prefix, c):
+        sd[f"{prefix}.weight"] = torch.rand(c, generator=g) + 0.5
+        sd[f"{prefix}.bias"] = torch.randn(c, generator=g) * 0.1
+        sd[f"{prefix}.running_mean"] = torch.randn(c, generator=g) * 0.1
+        sd[f"{prefix}.running_var"] = torch.rand(c, generator=g) + 0.5
+        sd[f"{prefix}.num_batches_tracked"] = torch.tensor(7)
+
+    def bias(prefix, c):
+        sd[f"{prefix}.bias"] = torch.randn(1, c, 1, 1, generator=g) * 0.1
+
+    def conv(prefix, o, i, k):
+        w = torch.randn(o, i, k, k, generator=g) * 0.01
+        if step1:
+            sd[f"{prefix}.weight"] = w
+        else:
+            sd[f"{prefix}.weights"] = w.reshape(-1, 1)
+
+    bn("module.feature.0.bn1", base)
+    for i in range(1, len(chans)):
+        f, cin, cout = f"module.feature.{i}", chans[i - 1], chans[i]
+        bias(f"{f}.move11", cin); conv(f"{f}.binary_3x3", cin, cin, 3); bn(f"{f}.bn1", cin)
+        bias(f"{f}.move12", cin); sd[f"{f}.prelu1.weight"] = torch.rand(cin, generator=g) * 0.5
+        bias(f"{f}.move13", cin); bias(f"{f}.move21", cin)
+        if cin == cout:
+            conv(f"{f}.binary_pw", cin, cin, 1); bn(f"{f}.bn2", cin)
+        else:
+            conv(f"{f}.binary_pw_down1", cin, cin, 1); conv(f"{f}.binary_pw_down2", cin, cin, 1)
+            bn(f"{f}.bn2_1", cin); bn(f"{f}.bn2_2", cin)
+        bias(f"{f}.move22", cout); sd[f"{f}.prelu2.weight"] = torch.rand(cout, generator=g) * 0.5
+        bias(f"{f}.move23", cout)
+    sd["module.fc.weight"] = torch.randn(num_classes, 32 * base, generator=g) * 0.1
+    sd["module.fc.bias"] = torch.randn(num_classes, generator=g) * 0.1
+    return {"state_dict": sd, "epoch": 3}, chans
+
+
+def _official_a_forward(sd, chans, x, step1=False):
+    import torch.nn.functional as F
+    sd = {k[len("module."):]: v for k, v in sd.items()}
+
+    def bn(t, p):
+        return F.batch_norm(t, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"], sd[f"{p}.bias"],
+                            False, 0.1, 1e-5)
+
+    def bconv(t, p, shape, stride, pad):
+        w = sd[f"{p}.weight"] if step1 else sd[f"{p}.weights"].view(shape)
+        if not step1:
+            w = w.abs().mean(dim=(1, 2, 3), keepdim=True) * torch.sign(w)
+        return F.conv2d(torch.sign(t), w, stride=stride, padding=pad)
+
+    def rp(t, a, p, b):
+        return F.prelu(t + sd[f"{a}.bias"], sd[f"{p}.weight"]) + sd[f"{b}.bias"]
+
+    x = bn(F.conv2d(x, sd["feature.0.conv1.weight"], stride=2, padding=1), "feature.0.bn1")
+    for i in range(1, len(chans)):
+        f, cin, cout = f"feature.{i}", chans[i - 1], chans[i]
+        stride = 2 if cin != cout and cout != 2 * chans[0] else 1
+        out1 = bn(bconv(x + sd[f"{f}.move11.bias"], f"{f}.binary_3x3", (cin, cin, 3, 3), stride, 1), f"{f}.bn1")
+        out1 = rp(out1 + (F.avg_pool2d(x, 2) if stride == 2 else x), f"{f}.move12", f"{f}.prelu1", f"{f}.move13")
+        s = out1 + sd[f"{f}.move21.bias"]
+        if cin == cout:
+            out2 = bn(bconv(s, f"{f}.binary_pw", (cin, cin, 1, 1), 1, 0), f"{f}.bn2") + out1
+        else:
+            o1 = bn(bconv(s, f"{f}.binary_pw_down1", (cin, cin, 1, 1), 1, 0), f"{f}.bn2_1") + out1
+            o2 = bn(bconv(s, f"{f}.binary_pw_down2", (cin, cin, 1, 1), 1, 0), f"{f}.bn2_2") + out1
+            out2 = torch.cat([o1, o2], 1)
+        x = rp(out2, f"{f}.move22", f"{f}.prelu2", f"{f}.move23")
+    return F.linear(x.mean(dim=(2, 3)), sd["fc.weight"], sd["fc.bias"])
+
+
+@pytest.mark.parametrize("step1", [False, True])
+def test_official_reactnet_a_checkpoint_matches_official_forward(tmp_path, step1):
+    from bssl.models import load_official_reactnet
+    ckpt, chans = _official_a_state(8, 6, step1=step1)
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save(ckpt, path)
+    m = load_official_reactnet(path)
+    assert m.spec["name"] == "reactnet-a" and m.spec["pad_value"] == 0.0
+    assert get_stage(m) == (1 if step1 else 2) and m.feature_dim == 256
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = m.eval()(x)
+        ref = _official_a_forward(ckpt["state_dict"], chans, x, step1=step1)
+    assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-4), (ours - ref).abs().max()
+
+
+def test_official_import_rejects_other_files(tmp_path):
+    from bssl.models import load_official_reactnet
+    p = tmp_path / "x.pth.tar"
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(1)}}, p)
+    with pytest.raises(UserError, match="not an official ReActNet"):
+        load_official_reactnet(p)
+    with pytest.raises(UserError, match="does not exist"):
+        load_official_reactnet(tmp_path / "missing.pth.tar")

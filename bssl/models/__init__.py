@@ -19,6 +19,7 @@ from ..utils import load_checkpoint, save_checkpoint
 from .backbones import BACKBONES, build_backbone
 from .birealnet import BiRealNet18, make_birealnet18
 from .common import check_num_classes, resolve_stem
+from .official import load_official_reactnet
 from .reactnet import ReActBlock, ReActNet, make_reactnet
 
 MODELS: Registry = Registry("model")
@@ -75,5 +76,5 @@ def load_student(path: os.PathLike | str) -> nn.Module:
 
 __all__ = [
     "MODELS", "BACKBONES", "build_model", "build_backbone", "save_student", "load_student",
-    "ReActNet", "ReActBlock", "BiRealNet18", "set_stage",
+    "ReActNet", "ReActBlock", "BiRealNet18", "set_stage", "load_official_reactnet",
 ]
