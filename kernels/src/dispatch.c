@@ -138,35 +138,39 @@ typedef struct {
   const bssl_isa_impl *impl;
   const bssl_conv_args *a;
   const uint64_t *x; /* padded input */
-  int32_t hp, wp, cw, ho, wo, stride;
+  int32_t n, hp, wp, cw, ho, wo, stride;
   int64_t t0, t1; /* tile range of this worker */
 } work_t;
 
-/* tiles of a chunk share their input rows and stream one weight block at a time through L1 */
+/* Tiles are MR consecutive output pixels in raster order over the whole batch (a tile may
+ * span rows, so narrow maps such as 7x7 waste no lanes); the tiles of a chunk share their
+ * input rows and stream one weight block at a time through L1. */
 #define CHUNK_TILES 16
 
 static void *worker(void *arg) {
   const work_t *wk = (const work_t *)arg;
   const bssl_conv_args *a = wk->a;
   const int mr = wk->impl->mr;
-  const int64_t tpr = (wk->wo + mr - 1) / mr;
-  const uint64_t *ap[BSSL_MR_MAX];
+  const int64_t total = (int64_t)wk->n * wk->ho * wk->wo, hw = (int64_t)wk->ho * wk->wo;
+  const uint64_t *ap[CHUNK_TILES][BSSL_MR_MAX];
   for (int64_t cs = wk->t0; cs < wk->t1; cs += CHUNK_TILES) {
     const int64_t ce = cs + CHUNK_TILES < wk->t1 ? cs + CHUNK_TILES : wk->t1;
+    for (int64_t t = cs; t < ce; t++) {
+      const int64_t p0 = t * mr;
+      const int32_t mv = total - p0 < mr ? (int32_t)(total - p0) : mr;
+      for (int m = 0; m < mr; m++) {
+        const int64_t p = p0 + (m < mv ? m : mv - 1); /* past the end: repeat a valid pixel */
+        const int64_t b = p / hw, r = p % hw, oy = r / wk->wo, ox = r % wk->wo;
+        ap[t - cs][m] = wk->x + ((b * wk->hp + oy * wk->stride) * wk->wp + ox * wk->stride) * wk->cw;
+      }
+      if (a->mode == BSSL_OUT_BITS)
+        memset((uint64_t *)a->out + p0 * a->out_words, 0, (size_t)mv * a->out_words * 8);
+    }
     for (int32_t ob = 0; ob < a->nblk; ob++)
       for (int64_t t = cs; t < ce; t++) {
-        const int64_t row = t / tpr; /* = b * ho + oy */
-        const int32_t c0 = (int32_t)(t % tpr) * mr;
-        const int32_t mv = wk->wo - c0 < mr ? wk->wo - c0 : mr;
-        const int64_t b = row / wk->ho, oy = row % wk->ho;
-        const uint64_t *base =
-            wk->x + ((b * wk->hp + oy * wk->stride) * wk->wp + (int64_t)c0 * wk->stride) * wk->cw;
-        for (int m = 0; m < mr; m++)
-          ap[m] = base + (int64_t)(m < mv ? m : mv - 1) * wk->stride * wk->cw;
-        const int64_t pix0 = row * wk->wo + c0;
-        if (ob == 0 && a->mode == BSSL_OUT_BITS)
-          memset((uint64_t *)a->out + pix0 * a->out_words, 0, (size_t)mv * a->out_words * 8);
-        wk->impl->tile(a, ob, ap, mv, pix0);
+        const int64_t p0 = t * mr;
+        const int32_t mv = total - p0 < mr ? (int32_t)(total - p0) : mr;
+        wk->impl->tile(a, ob, ap[t - cs], mv, p0);
       }
   }
   return NULL;
@@ -240,25 +244,14 @@ int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t cw,
   a.out = out;
   a.out_words = (out_channels + 63) / 64;
 
-  const int64_t tpr = (wo + impl->mr - 1) / impl->mr;
-  const int64_t ntiles = (int64_t)n * ho * tpr;
-  /* split whole output rows where there are enough of them, else tiles */
+  const int64_t ntiles = ((int64_t)n * ho * wo + impl->mr - 1) / impl->mr;
+  /* each thread takes a contiguous range of tiles, i.e. a band of output rows */
   int64_t nth = threads < ntiles ? threads : ntiles;
   if (nth > 256) nth = 256;
   work_t works[256];
   pthread_t tids[256];
-  for (int64_t i = 0; i < nth; i++) {
-    const int64_t rows = (int64_t)n * ho;
-    int64_t t0, t1;
-    if (rows >= nth) {
-      t0 = rows * i / nth * tpr;
-      t1 = rows * (i + 1) / nth * tpr;
-    } else {
-      t0 = ntiles * i / nth;
-      t1 = ntiles * (i + 1) / nth;
-    }
-    works[i] = (work_t){impl, &a, xin, hp, wp, cw, ho, wo, stride, t0, t1};
-  }
+  for (int64_t i = 0; i < nth; i++)
+    works[i] = (work_t){impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles * i / nth, ntiles * (i + 1) / nth};
   int64_t started = 0;
   rc = 0;
   for (int64_t i = 1; i < nth; i++) {

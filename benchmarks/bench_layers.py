@@ -1,0 +1,286 @@
+"""Binary conv layers of a bssl student: packed kernels vs torch FP32 conv2d (vs LCE), side by side.
+
+    python benchmarks/bench_layers.py [--lce] [--threads 1 2] [--json out.json]
+
+Every BinaryConvBN of the model (ReActNet-A at 224 by default) is collected with its input
+shape; each distinct layer is timed in one process, the measurements of torch and the kernels
+interleaved so that load on a shared machine hits both alike (best of several samples each).
+  torch    F.conv2d FP32 on the same shape (the faster of NCHW and channels_last)
+  kernels  pack sign bits of x + RSign bias, then the XNOR-popcount conv with the fused
+           alpha/BN float output (what bssl.deploy runs per unit); "conv" = the conv alone
+  lce      larq-compute-engine (--lce, its own venv .larq-venv; see benchmarks/kernels_lce.py)
+Sums over all layers (repeated layers counted as often as they occur) give the speed-ups. The
+achieved binary MACs/s of the conv are compared with a register-only XOR+popcount peak loop on
+the same core and path. Nothing is asserted: the table reports what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+LARQ_VENV = ROOT / ".larq-venv"
+LARQ_PKGS = ["larq", "larq-compute-engine", "tensorflow-cpu", "tf-keras~=2.21.0"]
+
+TARGETS = {"vs_torch": 12.0, "vs_lce": 30.0, "peak_fraction_3x3": 0.5}
+
+
+def collect_layers(model_name: str, input_size: int, width: float):
+    """Distinct binary conv layers of the model with how often each occurs."""
+    from bssl.models import build_model
+    from bssl.nn import BinaryConvBN
+
+    model = build_model(model_name, num_classes=1000, input_size=input_size, width=width).eval()
+    seen = {}
+
+    def hook(mod, args, _out, name):
+        x = args[0]
+        conv = mod.conv
+        key = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]), int(conv.out_channels), int(conv.kernel_size[0]),
+               int(conv.stride[0]), int(conv.padding[0]))
+        seen.setdefault(key, []).append(name)
+
+    handles = [m.register_forward_hook(lambda m_, a, o, n=n: hook(m_, a, o, n))
+               for n, m in model.named_modules() if isinstance(m, BinaryConvBN)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, input_size, input_size))
+    for h in handles:
+        h.remove()
+    layers = []
+    for (c, h, w, o, k, s, p), names in seen.items():
+        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        layers.append(dict(c=c, h=h, w=w, o=o, k=k, stride=s, pad=p, count=len(names), names=names,
+                           macs=ho * wo * o * c * k * k))
+    return layers
+
+
+def best_time(fn, min_time: float) -> float:
+    """Seconds per call from one sample of >= min_time (calls doubled until long enough)."""
+    n = 1
+    while True:
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t
+        if dt >= min_time or n >= 1 << 16:
+            return dt / n
+        n *= 2
+
+
+def peak(K, seconds: float = 0.02, samples: int = 5) -> float:
+    """Best binary MACs/s of the register-only XOR+popcount loop over a few short runs."""
+    iters = 100_000
+    while True:  # grow the run until one lasts `seconds`
+        t = time.perf_counter()
+        K.peak_xor_popcount(iters)
+        if time.perf_counter() - t >= seconds:
+            break
+        iters *= 2
+    best = 0.0
+    for _ in range(samples):
+        t = time.perf_counter()
+        ops, _ = K.peak_xor_popcount(iters)
+        best = max(best, ops / (time.perf_counter() - t))
+    return best
+
+
+def ensure_larq_venv() -> Path:
+    py = LARQ_VENV / "bin" / "python"
+    if py.exists():
+        return py
+    print(f"creating {LARQ_VENV} for larq-compute-engine (shared with the export part) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(LARQ_VENV)], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *LARQ_PKGS], check=True)
+    return py
+
+
+def run_lce(layers, threads, min_time, repeats):
+    py = ensure_larq_venv()
+    with tempfile.TemporaryDirectory() as td:
+        spec, out = Path(td) / "spec.json", Path(td) / "out.json"
+        spec.write_text(json.dumps({"layers": [{k: L[k] for k in ("c", "h", "w", "o", "k", "stride", "pad")} for L in layers],
+                                    "threads": list(threads), "min_time": min_time, "repeats": repeats}))
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+        r = subprocess.run([str(py), str(Path(__file__).with_name("kernels_lce.py")), str(spec), str(out)],
+                           env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"LCE benchmark failed:\n{r.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def measure(K, layers, threads: int, min_time: float, repeats: int, seed: int = 0):
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for L in layers:
+        x = torch.randn(1, L["c"], L["h"], L["w"], generator=g)
+        xcl = x.contiguous(memory_format=torch.channels_last)
+        wt = torch.randn(L["o"], L["c"], L["k"], L["k"], generator=g)
+        wcl = wt.contiguous(memory_format=torch.channels_last)
+        bias = 0.1 * torch.randn(L["c"], generator=g)
+        layer = K.PackedConv2d.from_float(wt, L["stride"], L["pad"], out="float",
+                                          scale=torch.rand(L["o"], generator=g) + 0.5, shift=torch.randn(L["o"], generator=g))
+        x_nhwc = x.permute(0, 2, 3, 1).contiguous()  # what a packed model hands the next unit
+        xp = K.pack_bits(x_nhwc, bias)
+        s, p = L["stride"], L["pad"]
+        fns = {
+            "torch_nchw": lambda: F.conv2d(x, wt, stride=s, padding=p),
+            "torch_cl": lambda: F.conv2d(xcl, wcl, stride=s, padding=p),
+            "kernels": lambda: layer(K.pack_bits(x_nhwc, bias), threads=threads),
+            "conv": lambda: layer(xp, threads=threads),
+        }
+        for fn in fns.values():
+            fn()
+        best = {k: float("inf") for k in fns}
+        for _ in range(repeats):  # interleaved, so machine load hits every candidate alike
+            for k, fn in fns.items():
+                best[k] = min(best[k], best_time(fn, min_time))
+        t_torch = min(best["torch_nchw"], best["torch_cl"])
+        rows.append({**{k: v for k, v in L.items() if k != "names"}, "first": L["names"][0],
+                     "torch_s": t_torch, "torch_nchw_s": best["torch_nchw"], "torch_cl_s": best["torch_cl"],
+                     "kernels_s": best["kernels"], "conv_s": best["conv"]})
+        print(f"  t={threads} {L['k']}x{L['k']} s{s} {L['c']:>4}->{L['o']:<4} {L['h']:>3}x{L['w']:<3} "
+              f"torch {t_torch * 1e3:8.3f} ms  kernels {best['kernels'] * 1e3:7.3f} ms", flush=True)
+    return rows
+
+
+def summarize(rows, peak_macs=None):
+    tot = lambda key: sum(r[key] * r["count"] for r in rows)  # noqa: E731
+    macs = sum(r["macs"] * r["count"] for r in rows)
+    out = {"torch_s": tot("torch_s"), "kernels_s": tot("kernels_s"), "conv_s": tot("conv_s"), "macs": macs}
+    out["speedup_vs_torch"] = out["torch_s"] / out["kernels_s"]
+    out["conv_speedup_vs_torch"] = out["torch_s"] / out["conv_s"]
+    out["kernels_macs_per_s"] = macs / out["conv_s"]
+    if all("lce_s" in r for r in rows):
+        out["lce_s"] = tot("lce_s")
+        out["speedup_vs_lce"] = out["lce_s"] / out["kernels_s"]
+    r3 = [r for r in rows if r["k"] == 3]
+    if r3 and peak_macs:
+        m3 = sum(r["macs"] * r["count"] for r in r3)
+        out["macs_per_s_3x3"] = m3 / sum(r["conv_s"] * r["count"] for r in r3)
+        out["peak_fraction_3x3"] = out["macs_per_s_3x3"] / peak_macs
+        out["min_peak_fraction_3x3_layer"] = min(r["macs"] / r["conv_s"] / peak_macs for r in r3)
+    return out
+
+
+def print_table(rows, threads, peak_macs, has_lce):
+    hdr = f"{'layer':<26}{'n':>3}{'MMAC':>8}{'torch ms':>10}{'kern ms':>9}{'conv ms':>9}{'x torch':>8}{'GMAC/s':>8}{'%peak':>7}"
+    if has_lce:
+        hdr += f"{'lce ms':>9}{'x lce':>7}"
+    print(f"\n== threads={threads} ==")
+    print(hdr)
+    for r in rows:
+        name = f"{r['k']}x{r['k']} s{r['stride']} {r['c']}->{r['o']} @{r['h']}x{r['w']}"
+        gm = r["macs"] / r["conv_s"]
+        line = (f"{name:<26}{r['count']:>3}{r['macs'] / 1e6:>8.1f}{r['torch_s'] * 1e3:>10.3f}{r['kernels_s'] * 1e3:>9.3f}"
+                f"{r['conv_s'] * 1e3:>9.3f}{r['torch_s'] / r['kernels_s']:>8.1f}{gm / 1e9:>8.0f}"
+                f"{(100 * gm / peak_macs if peak_macs else float('nan')):>7.0f}")
+        if has_lce:
+            line += f"{r['lce_s'] * 1e3:>9.3f}{r['lce_s'] / r['kernels_s']:>7.1f}"
+        print(line)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="reactnet-a")
+    ap.add_argument("--input-size", type=int, default=224)
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--lce", action="store_true", help="also time larq-compute-engine (venv .larq-venv, created if missing)")
+    ap.add_argument("--isa", default=None, help="force a kernel path (default: best for this CPU)")
+    ap.add_argument("--min-time", type=float, default=0.02, help="seconds per timing sample")
+    ap.add_argument("--repeats", type=int, default=5, help="samples per candidate (best is kept)")
+    ap.add_argument("--json", default=None, help="write all numbers here")
+    args = ap.parse_args(argv)
+    if any(t < 1 for t in args.threads):
+        ap.error("--threads must be >= 1")
+
+    import bssl.kernels as K
+    from bssl.utils import write_json
+
+    if not K.available():
+        raise SystemExit("the kernel library is not built: pip install -e . --no-build-isolation")
+    if args.isa:
+        K.set_isa(args.isa)
+    layers = collect_layers(args.model, args.input_size, args.width)
+    print(f"{args.model} @{args.input_size}: {sum(L['count'] for L in layers)} binary convs, {len(layers)} distinct, "
+          f"{sum(L['macs'] * L['count'] for L in layers) / 1e9:.2f} G binary MACs; kernel path {K.get_isa()}")
+
+    lce = None
+    if args.lce:
+        print("timing larq-compute-engine in its own venv ...", flush=True)
+        lce = run_lce(layers, args.threads, args.min_time, args.repeats)
+
+    peaks = [peak(K)]
+    report = {"model": args.model, "input_size": args.input_size, "width": args.width, "isa": K.get_isa(),
+              "cpu": _cpu_name(), "torch": torch.__version__, "machine": platform.machine(),
+              "targets": TARGETS, "runs": {}}
+    if lce:
+        report["lce_version"] = lce["lce_version"]
+    for t in args.threads:
+        rows = measure(K, layers, t, args.min_time, args.repeats)
+        peaks.append(peak(K))
+        if lce:
+            for r, lr in zip(rows, lce["results"]):
+                r["lce_s"] = lr["seconds"][str(t)]
+                r["lce_bconv2d"] = lr.get("lce_bconv2d")
+        report["runs"][str(t)] = {"layers": rows}
+    pk = max(peaks)
+    report["peak_macs_per_s"] = pk
+    report["peak_samples"] = peaks
+    for t in args.threads:
+        run = report["runs"][str(t)]
+        run["summary"] = summarize(run["layers"], pk if t == 1 else None)
+        print_table(run["layers"], t, pk if t == 1 else None, lce is not None)
+
+    print(f"\npeak XOR+popcount loop ({K.get_isa()}, 1 core): {pk / 1e9:.0f} G binary MACs/s")
+    print(f"{'threads':>7}{'torch ms':>10}{'kern ms':>9}{'conv ms':>9}{'x torch':>9}{'x lce':>7}{'G MAC/s':>9}{'3x3 %peak':>10}")
+    for t in args.threads:
+        s = report["runs"][str(t)]["summary"]
+        print(f"{t:>7}{s['torch_s'] * 1e3:>10.2f}{s['kernels_s'] * 1e3:>9.2f}{s['conv_s'] * 1e3:>9.2f}"
+              f"{s['speedup_vs_torch']:>9.1f}{s.get('speedup_vs_lce', float('nan')):>7.1f}"
+              f"{s['kernels_macs_per_s'] / 1e9:>9.0f}{100 * s.get('peak_fraction_3x3', float('nan')):>10.0f}")
+    if len(args.threads) > 1:
+        t0 = args.threads[0]
+        base = report["runs"][str(t0)]["summary"]["kernels_s"]
+        report["thread_scaling"] = {str(t): base / report["runs"][str(t)]["summary"]["kernels_s"] for t in args.threads}
+        print("thread scaling of the kernels: " + ", ".join(f"{t}: {v:.2f}x" for t, v in report["thread_scaling"].items()))
+    if 1 in args.threads:
+        s = report["runs"]["1"]["summary"]
+        checks = {"sum >= 12x torch FP32 (1 thread)": s["speedup_vs_torch"] >= TARGETS["vs_torch"],
+                  "3x3 layers >= 50% of peak (1 thread)": s.get("min_peak_fraction_3x3_layer", 0) >= TARGETS["peak_fraction_3x3"]}
+        if "speedup_vs_lce" in s:
+            checks["sum >= 30x LCE (1 thread)"] = s["speedup_vs_lce"] >= TARGETS["vs_lce"]
+        report["targets_met"] = checks
+        for k, v in checks.items():
+            print(f"  {'met    ' if v else 'NOT met'}  {k}")
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
