@@ -69,6 +69,20 @@ static void tile_avx512(const bssl_conv_args *a, int32_t ob, const uint64_t *con
   const int32_t o0 = ob * BSSL_BLOCK_O;
   const __m512i acc[MR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
                               {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+  if (a->mode == BSSL_OUT_FLOAT) {
+    /* the deploy path: per-channel mul/add loaded once per tile, one fma per 8 outputs */
+    for (int v = 0; v < 4; v++) {
+      const int32_t o = o0 + 8 * v, nv = a->out_channels - o;
+      if (nv <= 0) break;
+      const __mmask8 k = nv >= 8 ? 0xff : (__mmask8)((1u << nv) - 1);
+      const __m256 mu = _mm256_maskz_loadu_ps(k, a->mul + o), ad = _mm256_maskz_loadu_ps(k, a->add + o);
+      float *dst = (float *)a->out + pix0 * a->out_channels + o;
+      for (int32_t m = 0; m < mv; m++)
+        _mm256_mask_storeu_ps(dst + (int64_t)m * a->out_channels, k,
+                              _mm256_fmadd_ps(mu, _mm512_cvtepi64_ps(acc[m][v]), ad));
+    }
+    return;
+  }
   for (int32_t m = 0; m < mv; m++) {
     uint32_t bits = 0;
     for (int v = 0; v < 4; v++) store_vec(a, acc[m][v], o0 + 8 * v, pix0 + m, &bits, v);
@@ -80,20 +94,22 @@ static void tile_avx512(const bssl_conv_args *a, int32_t ob, const uint64_t *con
 static void pack_avx512(const float *x, int64_t npix, int32_t channels, const float *bias,
                         uint64_t *out) {
   const int32_t cw = (channels + 63) / 64;
+  const int32_t nq = (channels + 15) / 16; /* 16-channel groups, the last one maybe partial */
+  const int32_t left = channels - (nq - 1) * 16;
+  const __mmask16 ktail = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
   for (int64_t p = 0; p < npix; p++) {
     const float *xp = x + p * channels;
-    for (int32_t wi = 0; wi < cw; wi++) {
-      uint64_t word = 0;
-      for (int q = 0; q < 4; q++) {
-        const int32_t c = wi * 64 + q * 16;
-        const int32_t left = channels - c;
-        if (left <= 0) break;
-        const __mmask16 k = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
-        __m512 v = _mm512_maskz_loadu_ps(k, xp + c);
-        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bias + c));
-        word |= (uint64_t)(_mm512_mask_cmp_ps_mask(k, v, _mm512_setzero_ps(), _CMP_LT_OQ)) << (16 * q);
+    uint64_t *op = out + p * cw;
+    uint64_t word = 0;
+    for (int32_t q = 0; q < nq; q++) {
+      const __mmask16 k = q == nq - 1 ? ktail : 0xffff;
+      __m512 v = _mm512_maskz_loadu_ps(k, xp + 16 * q);
+      if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bias + 16 * q));
+      word |= (uint64_t)_mm512_mask_cmp_ps_mask(k, v, _mm512_setzero_ps(), _CMP_LT_OQ) << (16 * (q & 3));
+      if ((q & 3) == 3 || q == nq - 1) {
+        op[q / 4] = word;
+        word = 0;
       }
-      out[p * cw + wi] = word;
     }
   }
 }
