@@ -242,3 +242,57 @@ def test_official_import_rejects_other_files(tmp_path):
         load_official_reactnet(p)
     with pytest.raises(UserError, match="does not exist"):
         load_official_reactnet(tmp_path / "missing.pth.tar")
+
+
+def test_official_bireal_based_reactnet_checkpoint_matches_official_forward(tmp_path):
+    import torch.nn.functional as F
+    from bssl.models import load_official_reactnet
+    g = torch.Generator().manual_seed(0)
+    base, sd = 8, {}
+
+    def bn(p, c):
+        sd[f"{p}.weight"], sd[f"{p}.bias"] = torch.rand(c, generator=g) + 0.5, torch.randn(c, generator=g) * 0.1
+        sd[f"{p}.running_mean"], sd[f"{p}.running_var"] = torch.randn(c, generator=g) * 0.1, torch.rand(c, generator=g) + 0.5
+
+    sd["conv1.weight"] = torch.randn(base, 3, 7, 7, generator=g) * 0.1
+    bn("bn1", base)
+    cin = base
+    for layer in range(4):
+        cout = base * 2 ** layer
+        for j in range(4):
+            f = f"layer{layer + 1}.{j}"
+            sd[f"{f}.move0.bias"] = torch.randn(1, cin, 1, 1, generator=g) * 0.1
+            sd[f"{f}.binary_conv.weights"] = torch.randn(cout * cin * 9, 1, generator=g) * 0.01
+            bn(f"{f}.bn1", cout)
+            for b in ("move1", "move2"):
+                sd[f"{f}.{b}.bias"] = torch.randn(1, cout, 1, 1, generator=g) * 0.1
+            sd[f"{f}.prelu.weight"] = torch.rand(cout, generator=g) * 0.5
+            if cin != cout:
+                sd[f"{f}.downsample.1.weight"] = torch.randn(cout, cin, 1, 1, generator=g) * 0.1
+                bn(f"{f}.downsample.2", cout)
+            cin = cout
+    sd["fc.weight"], sd["fc.bias"] = torch.randn(5, cin, generator=g), torch.randn(5, generator=g)
+    path = tmp_path / "r18.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+    m = load_official_reactnet(path).eval()
+    assert m.spec["name"] == "reactnet-18" and get_stage(m) == 2
+
+    def bnf(t, p):
+        return F.batch_norm(t, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"], sd[f"{p}.bias"])
+
+    x = torch.randn(1, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        h = F.max_pool2d(bnf(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), "bn1"), 3, 2, 1)
+        cin = base
+        for layer in range(4):
+            cout = base * 2 ** layer
+            for j in range(4):
+                f, stride = f"layer{layer + 1}.{j}", 2 if layer > 0 and j == 0 else 1
+                w = sd[f"{f}.binary_conv.weights"].view(cout, cin, 3, 3)
+                w = w.abs().mean(dim=(1, 2, 3), keepdim=True) * torch.sign(w)
+                out = bnf(F.conv2d(torch.sign(h + sd[f"{f}.move0.bias"]), w, stride=stride, padding=1), f"{f}.bn1")
+                res = h if cin == cout else bnf(F.conv2d(F.avg_pool2d(h, 2), sd[f"{f}.downsample.1.weight"]), f"{f}.downsample.2")
+                h = F.prelu(out + res + sd[f"{f}.move1.bias"], sd[f"{f}.prelu.weight"]) + sd[f"{f}.move2.bias"]
+                cin = cout
+        ref = F.linear(h.mean(dim=(2, 3)), sd["fc.weight"], sd["fc.bias"])
+        assert torch.allclose(m(x), ref, rtol=1e-4, atol=1e-4), (m(x) - ref).abs().max()

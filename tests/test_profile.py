@@ -123,3 +123,15 @@ def test_cli_checkpoint_and_errors(tmp_path, monkeypatch, capsys):
     assert _cli(["profile", str(tmp_path / "missing.pt")], monkeypatch) == 2
     err = capsys.readouterr().err
     assert "unknown model" in err and "multiple of" in err and "does not exist" in err
+
+
+def test_cli_profiles_an_official_checkpoint(tmp_path, monkeypatch, capsys):
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_models import _official_a_state
+    ckpt, _ = _official_a_state(8, 5)
+    p = tmp_path / "checkpoint.pth.tar"
+    torch.save(ckpt, p)
+    assert _cli(["profile", str(p), "--input-size", "64", "--json"], monkeypatch) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "reactnet-a" and out["binary_layers"] == 31 and out["output_shape"] == [1, 5]

@@ -13,7 +13,7 @@ HELP = "count BOPs/FLOPs/OPs, binary/FP parameters, FP32 vs deployed bytes of a 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered student name (reactnet-a, reactnet-b, reactnet-c, birealnet-18, reactnet-18) "
-                                  "or the path of a student checkpoint (.pt)")
+                                  "or the path of a student checkpoint (.pt) or of an official ReActNet .pth.tar")
     p.add_argument("--input-size", type=int, default=None,
                    help="square input size in pixels (default: 224 for a name, the checkpoint's size for a file)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier (model names only)")
@@ -33,12 +33,18 @@ def _looks_like_path(s: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..models import build_model, load_student
+    from ..errors import UserError
+    from ..models import build_model, load_official_reactnet, load_student
     from ..profile import format_table, profile_model
     from ..utils import _json_default, write_json
 
     if _looks_like_path(args.model):
-        model = load_student(args.model)
+        try:
+            model = load_student(args.model)
+        except UserError as exc:
+            if "not a bssl checkpoint" not in str(exc):
+                raise
+            model = load_official_reactnet(args.model)  # a released liuzechun/ReActNet checkpoint
         size = args.input_size or model.spec["input_size"]
     else:
         size = args.input_size or 224
