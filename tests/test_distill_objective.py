@@ -37,7 +37,7 @@ def one_step(method_kw=None, steps=1):
     frozen = copy.deepcopy(teacher.state_dict())
     teacher.requires_grad_(False)
     student = tiny_student(cfg["num_pseudo_classes"])
-    method = METHODS.get("bssl")(student, 24, cfg)
+    method = METHODS.get("bssl")(student, {"feature_dim": 24}, cfg)
     opt = build_optimizer([student, method], {"optimizer": "adam", "lr": 1e-3})
     views = [torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)]
     for i in range(steps):
@@ -80,7 +80,7 @@ def test_student_and_classifier_change_after_step():
     torch.manual_seed(0)
     cfg = dcfg()
     student = tiny_student(12)
-    method = METHODS.get("bssl")(student, 24, cfg)
+    method = METHODS.get("bssl")(student, {"feature_dim": 24}, cfg)
     before_g = copy.deepcopy(method.classifier.state_dict())
     before_l = student.classifier.weight.detach().clone()
     teacher = tiny_teacher().requires_grad_(False)

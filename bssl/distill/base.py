@@ -25,8 +25,11 @@ class DistillMethod(nn.Module):
     needs_labels: bool = False
     #: number of augmented views per image the method consumes
     num_views: int = 2
+    #: augmentation pipeline of bssl.data.augment (BURN uses BYOL's asymmetric views)
+    pipeline: str = "byol"
 
-    def __init__(self, student: nn.Module, teacher_dim: Optional[int], dcfg: Dict[str, Any], num_labels: int = 0):
+    def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
+        """`teacher_info` is load_teacher's info (feature_dim, path, ...); empty without a teacher."""
         super().__init__()
         self.dcfg = dcfg
 

@@ -26,8 +26,9 @@ class BSSL(DistillMethod):
     of k(x) and h(x)), train_classifier (false reproduces the released code's frozen g).
     """
 
-    def __init__(self, student: nn.Module, teacher_dim: Optional[int], dcfg: Dict[str, Any], num_labels: int = 0):
-        super().__init__(student, teacher_dim, dcfg, num_labels)
+    def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
+        super().__init__(student, teacher_info, dcfg, num_labels)
+        teacher_dim = int(teacher_info["feature_dim"])
         self.temperature = float(dcfg.get("temperature", 0.2))
         self.fs = str(dcfg.get("feature_similarity", "cosine"))
         if self.fs == "none":

@@ -174,7 +174,7 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
         raise UserError(f"--resume: {out_dir} does not exist; drop --resume to start a new distillation")
     from bssl.data import dataset_from_config
 
-    dataset = dataset_from_config(cfg, "train", transform=distill_views(cfg, method_cls.num_views))
+    dataset = dataset_from_config(cfg, "train", transform=distill_views(cfg, method_cls.num_views, method_cls.pipeline))
     if len(dataset) < int(dcfg.get("batch_size", 128)):
         raise UserError(f"the training set has {len(dataset)} images, fewer than distill.batch_size="
                         f"{dcfg.get('batch_size')}; lower the batch size")
@@ -250,7 +250,7 @@ def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, t
     """Train one stage; writes out_dir/stage<s>.pt and returns (student, history, steps)."""
     probe = method_cls.student_num_classes(dcfg, num_labels)
     student = build_student(cfg, probe, s)
-    method: DistillMethod = method_cls(student, tinfo.get("feature_dim"), dcfg, num_labels=num_labels)
+    method: DistillMethod = method_cls(student, tinfo, dcfg, num_labels=num_labels)
     if prev is not None:
         try:
             student.load_state_dict(prev["student_state"], strict=True)

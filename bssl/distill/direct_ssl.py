@@ -1,0 +1,68 @@
+"""Baselines: direct self-supervised learning on the binary student ("tuned MoCo v2" / BYOL rows).
+
+The teacher engineer's method implementations (bssl.teachers: MoCo v2 with its queue and momentum
+encoder, BYOL with its predictor and EMA target) are applied unchanged to the student's feature
+extractor k, wrapped as their backbone; no FP teacher is involved.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from .base import METHODS, DistillMethod
+
+
+class StudentTrunk(nn.Module):
+    """Exposes k(x) = student.features(x) as a backbone with `.feature_dim` for bssl.teachers methods."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+        self.feature_dim = int(student.feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student.features(x)
+
+
+class _DirectSSL(DistillMethod):
+    needs_teacher = False
+    ssl_name = ""
+
+    def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
+        super().__init__(student, teacher_info, dcfg, num_labels)
+        from bssl.teachers import METHODS as SSL_METHODS, method_config
+
+        # [distill.<name>] overrides the teacher-method defaults (queue, momentum, head sizes)
+        opts = {k: v for k, v in dcfg.items() if k in ("queue_size", "ema_momentum", "proj_hidden", "proj_dim",
+                                                        "pred_hidden")}
+        opts.update(dcfg.get(self.ssl_name, {}) if isinstance(dcfg.get(self.ssl_name), dict) else {})
+        self.ssl = SSL_METHODS.get(self.ssl_name)(StudentTrunk(student), method_config(self.ssl_name, opts))
+
+    def loss(self, student, teacher, views, labels, step, total_steps):
+        index = torch.arange(views[0].shape[0], device=views[0].device)
+        loss, logs = self.ssl(views[:2], index)
+        return {"loss": loss, **{k: torch.tensor(float(v)) for k, v in logs.items()}}
+
+    def after_step(self, student, step, total_steps):
+        self.ssl.after_step(step + 1, total_steps)
+
+    def grad_groups(self, student):
+        cls_ids = {id(p) for p in student.classifier.parameters()}
+        own = {id(p) for p in student.parameters()}
+        heads = [p for p in self.ssl.parameters() if p.requires_grad and id(p) not in own]
+        return {"features": [p for p in student.parameters() if id(p) not in cls_ids], "ssl_heads": heads}
+
+
+@METHODS.register("direct-mocov2")
+class DirectMoCoV2(_DirectSSL):
+    ssl_name = "mocov2"
+    pipeline = "mocov2"
+
+
+@METHODS.register("direct-byol")
+class DirectBYOL(_DirectSSL):
+    ssl_name = "byol"
+    pipeline = "byol"
