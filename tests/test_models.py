@@ -12,7 +12,7 @@ def test_registry_names():
     assert set(STUDENTS) <= set(MODELS.names())
 
 
-@pytest.mark.parametrize("name, size", [(n, 32) for n in STUDENTS] + [("reactnet-a", 64), ("birealnet-18", 64)])
+@pytest.mark.parametrize("name, size", [(n, s) for n in STUDENTS for s in (32, 64)])
 def test_forward_backward_shapes_and_one_step(name, size):
     torch.manual_seed(0)
     m = build_model(name, num_classes=5, input_size=size, width=0.125)
