@@ -294,6 +294,20 @@ class _Transform:
         return _ptr(self.mul), _ptr(self.add), _ptr(self.thr), _ptr(self.flip)
 
 
+def _out_buffer(out, shape, dtype, like):
+    """(result to return, numpy view to write): a new array, or the caller's checked buffer."""
+    if out is None:
+        o = np.empty(shape, dtype=dtype)
+        return _wrap(o, like), o
+    kind = {np.dtype(np.uint64): "u64", np.dtype(np.float32): "f32"}.get(np.dtype(dtype), "any")
+    o = _np(out, "out", kind)
+    if o.dtype != np.dtype(dtype):
+        raise TypeError(f"out: expected dtype {np.dtype(dtype)}, got {o.dtype}")
+    if tuple(o.shape) != tuple(shape):
+        raise ValueError(f"out: expected shape {tuple(shape)}, got {tuple(o.shape)}")
+    return out, o
+
+
 def _check_threads(threads) -> int:
     if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
@@ -333,7 +347,8 @@ class PackedConv2d:
         return ((h + 2 * self.padding - self.kh) // self.stride + 1,
                 (w + 2 * self.padding - self.kw) // self.stride + 1)
 
-    def __call__(self, x: Array, threads: int = 1) -> Array:
+    def __call__(self, x: Array, threads: int = 1, out: Optional[Array] = None) -> Array:
+        """Run on packed NHWC input; `out` may give a preallocated C-contiguous result buffer."""
         a = _np(x, "x", "u64")
         if a.ndim != 4 or a.shape[3] != words(self.in_channels):
             raise ValueError(
@@ -344,15 +359,16 @@ class PackedConv2d:
             raise ValueError(f"x: spatial size {h}x{w_} is smaller than the {self.kh}x{self.kw} kernel with padding {self.padding}")
         ho, wo = self.output_size(h, w_)
         if self._t.mode == 2:
-            out = np.empty((n, ho, wo, words(self.out_channels)), dtype=np.uint64)
+            shape, dtype = (n, ho, wo, words(self.out_channels)), np.uint64
         else:
-            out = np.empty((n, ho, wo, self.out_channels), dtype=np.int32 if self._t.mode == 0 else np.float32)
+            shape, dtype = (n, ho, wo, self.out_channels), (np.int32 if self._t.mode == 0 else np.float32)
+        res, o = _out_buffer(out, shape, dtype, x)
         rc = _L().bssl_bconv2d(
             _ptr(a), n, h, w_, cw, _ptr(self._wblk), self.out_channels, self.kh, self.kw, self.stride,
-            self.padding, self.k, self._t.mode, *self._t.ptrs(), _ptr(out), _check_threads(threads),
+            self.padding, self.k, self._t.mode, *self._t.ptrs(), _ptr(o), _check_threads(threads),
         )
         _check(rc, "bconv2d")
-        return _wrap(out, x)
+        return res
 
 
 class PackedLinear:

@@ -80,6 +80,12 @@ def test_threads_and_torch_numpy_agree(isa):
         assert isinstance(out_np, np.ndarray) and np.array_equal(out_np, one.numpy())
         # int64 views of the packed words are accepted as well
         assert torch.equal(layer(xp.view(torch.int64)), one)
+        buf = torch.full_like(one, float("nan"))
+        assert layer(xp, out=buf) is buf and torch.equal(buf, one)
+        with pytest.raises(ValueError, match="shape"):
+            layer(xp, out=torch.empty(1, 2, 3, 4))
+        with pytest.raises(TypeError, match="float32"):
+            layer(xp, out=torch.empty(one.shape, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -155,14 +155,23 @@ static void *worker(void *arg) {
   const uint64_t *ap[CHUNK_TILES][BSSL_MR_MAX];
   for (int64_t cs = wk->t0; cs < wk->t1; cs += CHUNK_TILES) {
     const int64_t ce = cs + CHUNK_TILES < wk->t1 ? cs + CHUNK_TILES : wk->t1;
+    /* walk the chunk's pixels in raster order: one division per chunk, not per pixel */
+    int64_t p = cs * mr;
+    int64_t b = p / hw, oy = (p % hw) / wk->wo, ox = (p % hw) % wk->wo;
     for (int64_t t = cs; t < ce; t++) {
       const int64_t p0 = t * mr;
       const int32_t mv = total - p0 < mr ? (int32_t)(total - p0) : mr;
-      for (int m = 0; m < mr; m++) {
-        const int64_t p = p0 + (m < mv ? m : mv - 1); /* past the end: repeat a valid pixel */
-        const int64_t b = p / hw, r = p % hw, oy = r / wk->wo, ox = r % wk->wo;
+      for (int m = 0; m < mv; m++) {
         ap[t - cs][m] = wk->x + ((b * wk->hp + oy * wk->stride) * wk->wp + ox * wk->stride) * wk->cw;
+        if (++ox == wk->wo) {
+          ox = 0;
+          if (++oy == wk->ho) {
+            oy = 0;
+            b++;
+          }
+        }
       }
+      for (int m = mv; m < mr; m++) ap[t - cs][m] = ap[t - cs][mv - 1]; /* past the end: repeat */
       if (a->mode == BSSL_OUT_BITS)
         memset((uint64_t *)a->out + p0 * a->out_words, 0, (size_t)mv * a->out_words * 8);
     }
