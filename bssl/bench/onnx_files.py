@@ -28,11 +28,12 @@ def _export(ref: ModelRef, ctx) -> Path:
     if path.exists():
         return path
     model = ctx.torch_model(ref)
-    exporter = _bssl_exporter()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if exporter is not None and _is_student(model):
-        # students go through bssl.export so the file is the one users deploy
-        exporter(model, "onnx", path, input_size=ctx.input_size)
+    if _is_student(model):
+        # students go through bssl.export (folded graph, standard ops) so the file is the one users deploy
+        from ..export.onnx_export import export_onnx
+
+        export_onnx(model, path, packed=False, check_samples=0, input_size=ctx.input_size, seed=ctx.seed)
         return path
     import torch
 
@@ -46,14 +47,6 @@ def _export(ref: ModelRef, ctx) -> Path:
 
 def _is_student(model) -> bool:
     return hasattr(model, "spec") and hasattr(model, "features")
-
-
-def _bssl_exporter():
-    try:
-        from ..export import export_model  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return export_model
 
 
 def calibration_batches(input_size: int, count: int, seed: int = 0) -> Iterator[np.ndarray]:

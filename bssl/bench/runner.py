@@ -112,8 +112,8 @@ def run_benchmarks(models: Sequence[str], backends: Optional[Sequence[str]] = No
                 raise UserError(f"backend {name} is not available: {why}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = PrepareContext(out_dir, input_size, seed)
     batches = sorted({int(b) for b in batch_sizes})
+    ctx = PrepareContext(out_dir, input_size, seed, batch_sizes=batches)
     rows: List[Dict[str, Any]] = []
     baselines: Dict[tuple, Dict[str, Any]] = {}
     profiles: Dict[str, Dict[str, Any]] = {}

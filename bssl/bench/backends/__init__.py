@@ -73,8 +73,10 @@ class Backend:
 class PrepareContext:
     """What prepare() needs: where to write, the input shape, the seed, and a torch model cache."""
 
-    def __init__(self, out_dir: Path, input_size: int, seed: int = 0, calibration_images: int = 16):
+    def __init__(self, out_dir: Path, input_size: int, seed: int = 0, calibration_images: int = 16,
+                 batch_sizes: Sequence[int] = (1,)):
         self.out_dir = Path(out_dir)
+        self.batch_sizes = sorted({int(b) for b in batch_sizes})
         self.input_size = input_size
         self.seed = seed
         self.calibration_images = calibration_images
@@ -114,3 +116,5 @@ def get_backend(name: str) -> Backend:
 from . import torch_fp32 as _torch_fp32  # noqa: E402,F401
 from . import onnxruntime_fp32 as _ort_fp32  # noqa: E402,F401
 from . import onnxruntime_int8 as _ort_int8  # noqa: E402,F401
+from . import kernels as _kernels  # noqa: E402,F401
+from . import tvm as _tvm  # noqa: E402,F401
