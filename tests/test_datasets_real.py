@@ -75,8 +75,8 @@ def make_cifar10(root: Path, per_batch=6, seed=0, bad_label=False):
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     with open(folder / "batches.meta", "wb") as fh:
         pickle.dump({"label_names": names, "num_vis": 3072}, fh, protocol=2)
-    for fname in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+    for b, fname in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        labels = [int(v) for v in rng.permutation((np.arange(per_batch) + b * per_batch) % 10)]  # every class occurs
         if bad_label and fname == "test_batch":
             labels[0] = 10
         batch = {"batch_label": fname, "labels": labels, "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
@@ -160,7 +160,7 @@ def make_stl10(root: Path, n_train=8, n_test=6, seed=0):
         images[split] = imgs
         imgs.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")  # column-major planes, as released
         if split != "unlabeled":
-            (rng.integers(1, 11, n).astype(np.uint8)).tofile(folder / f"{split}_y.bin")
+            rng.permutation(np.arange(n) % 10 + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
     return root, images
 
 

@@ -37,15 +37,22 @@ def _detail_table(name: str, res: dict) -> list:
     d = res.get("details", {})
     if "per_k" in d:
         has_acc = any("accuracy_mean" in r for r in d["per_k"].values())
-        out = ["| k | mAP (%) mean ± std |" + (" accuracy (%) mean ± std |" if has_acc else ""),
-               "|---|---|" + ("---|" if has_acc else "")]
+        has_cost = any("cost" in r for r in d["per_k"].values())
+        out = ["| k | mAP (%) mean ± std |" + (" accuracy (%) mean ± std |" if has_acc else "")
+               + (" cost |" if has_cost else ""),
+               "|---|---|" + ("---|" if has_acc else "") + ("---|" if has_cost else "")]
         for k, r in sorted(d["per_k"].items(), key=lambda kv: int(kv[0])):
             row = f"| {k} | {_num(r['mAP_mean'])} ± {_num(r['mAP_std'])} |"
             if has_acc:
                 row += f" {_num(r.get('accuracy_mean'))} ± {_num(r.get('accuracy_std'))} |"
+            if has_cost:
+                row += f" {r.get('cost', '')} |"
             out.append(row)
+        pad = (" |" if has_acc else "") + (" |" if has_cost else "")
         for k, why in sorted(d.get("skipped", {}).items(), key=lambda kv: int(kv[0])):
-            out.append(f"| {k} | skipped: {why} |" + (" |" if has_acc else ""))
+            out.append(f"| {k} | skipped: {why} |{pad}")
+        if d.get("cost_selection"):
+            out.append(f"\ncost selection: {d['cost_selection']}; {d.get('samples')} samples per k")
         return out
     if "per_fraction" in d:
         out = ["| labels | n | best top-1 (%) | lr | head x |", "|---|---|---|---|---|"]

@@ -77,15 +77,41 @@ def fit_class(x: np.ndarray, labels: np.ndarray, rows: Optional[np.ndarray], cos
         best = max(finite, key=lambda c: (finite[c], -c)) if finite else float(default_cost)
     else:
         best = float(costs[0]) if len(costs) == 1 else float(default_cost)
-    clf, nc = _fit(x, y, best, seed)
-    return {"cost": best, "cv_ap": cv_ap, "coef": clf.coef_.ravel().astype(np.float32),
-            "intercept": float(clf.intercept_[0]), "not_converged": not_conv + nc, "n_pos": n_pos, "n_neg": n_neg}
+    final = fit_single(x, labels, None, best, seed)
+    return dict(final, cv_ap=cv_ap, not_converged=not_conv + final["not_converged"])
+
+
+def fit_single(x: np.ndarray, labels: np.ndarray, rows: Optional[np.ndarray], cost: float, seed: int = 0) -> dict:
+    """One SVM at a fixed cost; `labels` in {1, -1, 0}, 0 trains as negative."""
+    if rows is not None:
+        x, labels = x[rows], labels[rows]
+    y = np.where(labels == 1, 1, -1)
+    clf, nc = _fit(np.asarray(x, dtype=np.float32), y, cost, seed)
+    return {"cost": float(cost), "coef": clf.coef_.ravel().astype(np.float32), "intercept": float(clf.intercept_[0]),
+            "not_converged": nc, "n_pos": int((y == 1).sum()), "n_neg": int((y == -1).sum())}
 
 
 def _scores(models: list, x: np.ndarray) -> np.ndarray:
     w = np.stack([m["coef"] for m in models], 1)
     b = np.array([m["intercept"] for m in models], dtype=np.float32)
     return x @ w + b
+
+
+def usable_classes(labels: np.ndarray, classes) -> tuple:
+    """Classes with at least one positive and one negative training image, and why others are skipped."""
+    valid, skipped = [], {}
+    for c, name in enumerate(classes):
+        n_pos = int((labels[:, c] == 1).sum())
+        if n_pos == 0 or n_pos == len(labels):
+            skipped[name] = "no positive training image" if n_pos == 0 else "no negative training image"
+        else:
+            valid.append(c)
+    if not valid:
+        raise UserError("no class has both positive and negative training images; the SVM protocol cannot run "
+                        "on this dataset (check its labels)")
+    if skipped:
+        warnings.warn(f"SVM: skipping {len(skipped)} class(es) without positives/negatives: {', '.join(list(skipped)[:5])}")
+    return valid, skipped
 
 
 def _check_costs(costs) -> list:
@@ -101,21 +127,22 @@ def svm_protocol(train: Features, test: Features, costs: Sequence[float] = (0.01
     costs = _check_costs(costs)
     x_tr, x_te = l2_normalise(train.features), l2_normalise(test.features)
     lab_tr, lab_te = protocol_labels(train), protocol_labels(test)
-    for c, name in enumerate(train.classes):
-        if not (lab_tr[:, c] == 1).any():
-            raise UserError(f"class {name!r} has no positive training image; the SVM protocol needs at least one per class")
+    valid, skipped = usable_classes(lab_tr, train.classes)
     models = Parallel(n_jobs=n_jobs)(
-        delayed(fit_class)(x_tr, lab_tr[:, c], None, costs, folds, seed, default_cost) for c in range(train.num_classes))
+        delayed(fit_class)(x_tr, lab_tr[:, c], None, costs, folds, seed, default_cost) for c in valid)
     scores = _scores(models, x_te)
-    m, aps = mean_average_precision(scores, lab_te)
+    m, aps = mean_average_precision(scores, lab_te[:, valid])
+    names = [train.classes[c] for c in valid]
     details = {
         "costs_swept": costs, "folds": folds, "n_train": len(x_tr), "n_test": len(x_te),
-        "per_class_ap": dict(zip(test.classes, aps.tolist())),
-        "per_class_cost": dict(zip(train.classes, [mo["cost"] for mo in models])),
+        "per_class_ap": dict(zip(names, aps.tolist())),
+        "per_class_cost": dict(zip(names, [mo["cost"] for mo in models])),
         "not_converged_fits": int(sum(mo["not_converged"] for mo in models)),
+        "skipped_classes": skipped,
     }
     if not test.multilabel:
-        details["accuracy"] = float((scores.argmax(1) == np.asarray(test.targets)).mean())
+        pred = np.asarray(valid)[scores.argmax(1)]
+        details["accuracy"] = float((pred == np.asarray(test.targets)).mean())
     return {"metric": "mAP", "value": m, "details": details}
 
 
