@@ -123,6 +123,12 @@ def test_block_rejects_unsupported_channels():
         ReActBlock(16, 48)
 
 
+@pytest.mark.parametrize("size, stem", [(32, "small"), (64, "small"), (112, "small"), (96, "imagenet"), (224, "imagenet")])
+def test_auto_stem(size, stem):
+    with torch.device("meta"):
+        assert build_model("reactnet-a", input_size=size, stem="auto").spec["stem"] == stem
+
+
 def test_width_rounding():
     m = build_model("reactnet-a", input_size=32, width=0.3, num_classes=2)
     assert m.stem[0].out_channels == 8 and m.feature_dim == 8 * 32

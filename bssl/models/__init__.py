@@ -32,7 +32,11 @@ MODELS.register("reactnet-18")(make_birealnet18("reactnet-18", rprelu=True))
 
 def build_model(name: str, *, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
                 stem: str = "auto", stage: int = 2, pad_value: float = 1.0) -> nn.Module:
-    """Build student `name`; stem "auto" picks the small stem for inputs below 96 px."""
+    """Build student `name`.
+
+    stem "auto" picks the ImageNet stem for inputs of 96 px and more that divide by 32 (224, 160,
+    96) and the small stem otherwise (32, 64, 112 px). `stage` 1 = FP weights, 2 = binary weights.
+    """
     factory = MODELS.get(name)
     check_num_classes(num_classes)
     if stage not in (1, 2):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 
-SMALL_STEM_MAX_INPUT = 96  # stem="auto" picks the small stem below this input size
+IMAGENET_STEM_MIN_INPUT = 96  # stem="auto": the ImageNet stem from 96 px up (when the size divides by 32)
 
 
 def scaled_base(channels: int, width: float) -> int:
@@ -20,7 +20,8 @@ def scaled_base(channels: int, width: float) -> int:
 
 def resolve_stem(stem: str, input_size: int) -> str:
     if stem == "auto":
-        return "small" if input_size < SMALL_STEM_MAX_INPUT else "imagenet"
+        # both ImageNet stems reduce by 32 overall; anything else (32/64 px, 112 px) gets the small stem
+        return "imagenet" if input_size >= IMAGENET_STEM_MIN_INPUT and input_size % 32 == 0 else "small"
     if stem not in ("small", "imagenet"):
         raise UserError(f"stem must be 'auto', 'small' or 'imagenet', got {stem!r}")
     return stem
