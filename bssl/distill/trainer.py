@@ -152,7 +152,8 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
     method_name = method or str(dcfg.get("method", "bssl"))
     method_cls = METHODS.get(method_name)
     plan = stage_plan(dcfg, stage)
-    seed = int(cfg.get("run", {}).get("seed", 0))
+    # distill.seed varies the student's initialisation and data order while run.seed keeps the data fixed
+    seed = int(dcfg.get("seed", cfg.get("run", {}).get("seed", 0)))
     device = pick_device(str(cfg.get("run", {}).get("device", "auto")))
 
     # validate every input before anything is written
@@ -292,7 +293,7 @@ def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, t
         _set_rng_state(ck["rng"])
 
     workers = int(cfg.get("data", {}).get("workers", 0))
-    seed = int(cfg.get("run", {}).get("seed", 0))
+    seed = int(dcfg.get("seed", cfg.get("run", {}).get("seed", 0)))
     for epoch in range(start_epoch, epochs):
         gen = torch.Generator().manual_seed(seed * 100003 + 1000 * s + epoch)
         loader = DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
