@@ -91,20 +91,29 @@ def _make_optimizer(method, t: Dict[str, Any]) -> torch.optim.Optimizer:
     raise UserError(f"teacher.optimizer = {t['optimizer']!r}; use sgd or adamw")
 
 
+# may change between a run and its resume (train longer, monitor more often)
+_RESUMABLE_CHANGES = ("epochs", "knn_every")
+
+
 def _compatible(saved: Dict[str, Any], cfg: Dict[str, Any]) -> Optional[str]:
-    for section in ("teacher", "data"):
-        if saved.get(section) != cfg.get(section):
-            return section
+    strip = lambda d: {k: v for k, v in (d or {}).items() if k not in _RESUMABLE_CHANGES}
+    if strip(saved.get("teacher")) != strip(cfg.get("teacher")):
+        return "teacher"
+    if saved.get("data") != cfg.get("data"):
+        return "data"
     if saved.get("run", {}).get("seed") != cfg.get("run", {}).get("seed"):
         return "run.seed"
     return None
 
 
-def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False) -> Dict[str, Any]:
+def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
+                  stop_after: Optional[int] = None) -> Dict[str, Any]:
     """Train the teacher of cfg['teacher'] on cfg['data']; write <out_dir>/teacher.pt after each epoch.
 
     Returns {'checkpoint', 'knn_acc', 'images_per_s', 'history', 'method'}. With resume=True an
-    existing checkpoint in out_dir is continued (the config must match); without one it starts fresh.
+    existing checkpoint in out_dir is continued (the config must match, except teacher.epochs and
+    teacher.knn_every); without one it starts fresh. `stop_after=E` returns after epoch E of the
+    schedule (train in chunks; resume continues).
     """
     out_dir = Path(out_dir)
     t = teacher_settings(cfg)
@@ -180,7 +189,8 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False) -> D
     model = None
     speeds = []
     knn_every = max(int(t["knn_every"]), 1)
-    for epoch in range(start_epoch, epochs):
+    last_epoch = epochs if stop_after is None else min(epochs, int(stop_after))
+    for epoch in range(start_epoch, last_epoch):
         ctx = {"plain_loader": None, "num_train": len(train_set), "device": device}
         ctx["plain_loader"] = plain_loader(train_set, True)
         changed = method.prepare_epoch(epoch, epochs, ctx)

@@ -1,0 +1,63 @@
+"""bssl teacher: pretrain a full-precision self-supervised teacher (thin layer over bssl.teachers).
+
+Runs as one process, or data-parallel under torchrun:
+  torchrun --nproc_per_node 2 -m bssl teacher --method mocov2 --preset cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from . import add_preset_arguments, add_report_argument, config_from_args
+
+HELP = "pretrain an FP self-supervised teacher (mocov2, byol, simsiam, simsiam-kaug, ensiam, fussl)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_preset_arguments(p, default="cpu")
+    p.add_argument("--method", default=None, help="teacher method (overrides teacher.method of the preset)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<preset>/teacher-<method>)")
+    p.add_argument("--dataset", default=None, help="dataset name (overrides data.dataset)")
+    p.add_argument("--data-root", default=None, help="folder of an on-disk dataset")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    g.add_argument("--force", action="store_true", help="discard the checkpoint in --out and start over")
+    add_report_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..teachers import METHODS, train_teacher
+    from ..teachers.train import CHECKPOINT_NAME, LOG_NAME
+    from ..utils import write_json
+
+    cfg = config_from_args(args)
+    if args.method:
+        cfg.setdefault("teacher", {})["method"] = args.method
+    if args.dataset:
+        cfg["data"]["dataset"] = args.dataset
+    if args.data_root:
+        cfg["data"]["root"] = str(args.data_root)
+    method = cfg.get("teacher", {}).get("method", "mocov2")
+    METHODS.get(method)  # unknown method: one clear line before any work
+    out = args.out or Path("runs") / cfg["preset"]["name"] / f"teacher-{method}"
+    ckpt = out / CHECKPOINT_NAME
+    main = int(os.environ.get("RANK", "0")) == 0
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder; choose another --out")
+    if args.resume and not ckpt.exists():
+        raise UserError(f"--resume: {out} holds no teacher checkpoint ({CHECKPOINT_NAME}); drop --resume to start training")
+    if ckpt.exists() and not (args.resume or args.force):
+        raise UserError(f"{ckpt} already exists; pass --resume to continue it or --force to start over")
+    report_path = args.report or out / "teacher_report.json"
+    if args.force and main:
+        for name in (CHECKPOINT_NAME, LOG_NAME, "teacher_report.json"):
+            (out / name).unlink(missing_ok=True)
+    result = train_teacher(cfg, out, resume=args.resume)
+    if main:
+        write_json(report_path, {"command": "teacher", "preset": cfg["preset"]["name"], "config": cfg, **result})
+        print(f"teacher {result['method']}: kNN accuracy {result['knn_acc']:.4f}, {result['images_per_s']:.1f} images/s")
+        print(f"checkpoint: {result['checkpoint']}  report: {report_path}")
+    return 0
