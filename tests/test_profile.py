@@ -76,6 +76,22 @@ def test_counts_by_hand_on_a_tiny_net():
     assert sum(l["params"] for l in r["layers"]) == r["params"]
 
 
+def test_shared_module_counts_ops_twice_params_once():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unit = BinaryConvBN(3, 3, 3)
+
+        def forward(self, x):
+            return self.unit(self.unit(x))
+
+    net = Twice()
+    r = profile_model(net, 6)
+    assert r["bops"] == 2 * 3 * 36 * 3 * 9
+    assert r["params"] == sum(p.numel() for p in net.parameters()) == sum(l["params"] for l in r["layers"])
+    assert r["binary_params"] == 3 * 3 * 9 and r["packed_binary_bytes"] == 3 * 9 * 8
+
+
 def test_stage_does_not_change_counts_and_model_state_is_restored():
     m = build_model("reactnet-a", input_size=32, width=0.25, num_classes=10)
     m.train()

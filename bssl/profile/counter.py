@@ -86,6 +86,7 @@ def profile_model(model: nn.Module, input_size: int, *, word_bits: int = 64) -> 
     inside_unit = {c for u in model.modules() if isinstance(u, BinaryConvBN) for c in u.modules() if c is not u}
 
     rows: List[Dict[str, Any]] = []
+    counted: set = set()
     stack: List[tuple] = []  # (module, input bytes) of residual blocks being executed
     peak = {"bytes": 0, "layer": ""}
     hooks = []
@@ -125,6 +126,9 @@ def profile_model(model: nn.Module, input_size: int, *, word_bits: int = 64) -> 
         elif _own_params(m):
             row = dict(kind="fp", bops=0, flops=0, params=_own_params(m), binary_params=0)
         if row is not None:
+            if m in counted:  # a module called twice costs twice but owns its parameters once
+                row.update(params=0, binary_params=0, packed_bytes=0, alphas=0)
+            counted.add(m)
             rows.append(dict(name=names[m], type=type(m).__name__, input_shape=_shape(inputs),
                              output_shape=_shape(out), **row))
 
