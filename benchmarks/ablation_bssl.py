@@ -202,8 +202,6 @@ def markdown(summary: Dict[str, Any], claims: List[Dict[str, Any]], meta: Dict[s
 
 
 def main(argv=None) -> int:
-    here = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(here))
     from bssl.config import apply_overrides, load_preset
     from bssl.utils import write_json
 
