@@ -127,6 +127,14 @@ def test_cli_json_and_report(tmp_path, monkeypatch, capsys):
     assert json.loads(report.read_text())["flops"] == out["flops"]
 
 
+def test_cli_fp_backbone(monkeypatch, capsys):
+    assert _cli(["profile", "resnet18", "--json"], monkeypatch) == 0
+    out = json.loads(capsys.readouterr().out)
+    # torchvision ResNet-18 without its FC: 1.81e9 MACs, 11.18M parameters, nothing binary
+    assert rel(out["flops"], 1.814e9) < 0.01 and out["bops"] == 0 and out["binary_params"] == 0
+    assert out["params"] == 11_176_512 and out["deployed_bytes"] == out["fp32_bytes"]
+
+
 def test_cli_checkpoint_and_errors(tmp_path, monkeypatch, capsys):
     m = build_model("birealnet-18", input_size=32, width=0.125, num_classes=4)
     ck = tmp_path / "student.pt"

@@ -13,7 +13,8 @@ HELP = "count BOPs/FLOPs/OPs, binary/FP parameters, FP32 vs deployed bytes of a 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered student name (reactnet-a, reactnet-b, reactnet-c, birealnet-18, reactnet-18) "
-                                  "or the path of a student checkpoint (.pt) or of an official ReActNet .pth.tar")
+                                  "or an FP backbone (resnet18, resnet50), or the path of a student checkpoint (.pt) or of an "
+                                  "official ReActNet .pth.tar")
     p.add_argument("--input-size", type=int, default=None,
                    help="square input size in pixels (default: 224 for a name, the checkpoint's size for a file)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier (model names only)")
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import UserError
-    from ..models import build_model, load_official_reactnet, load_student
+    from ..models import BACKBONES, build_backbone, build_model, load_official_reactnet, load_student
+    from ..models.common import resolve_stem
     from ..profile import format_table, profile_model
     from ..utils import _json_default, write_json
 
@@ -46,13 +48,19 @@ def run(args: argparse.Namespace) -> int:
                 raise
             model = load_official_reactnet(args.model)  # a released liuzechun/ReActNet checkpoint
         size = args.input_size or model.spec["input_size"]
+    elif args.model in BACKBONES:
+        # FP teacher backbones, for side-by-side costs (no classifier: they end at the pooled features)
+        size = args.input_size or 224
+        with torch.device("meta"):
+            model = build_backbone(args.model, small_stem=resolve_stem(args.stem, size) == "small")
+        model.spec = {"name": args.model, "input_size": size, "stem": resolve_stem(args.stem, size)}
     else:
         size = args.input_size or 224
         # counting needs shapes only, so a named model is built on the meta device (no memory, no init)
         with torch.device("meta"):
             model = build_model(args.model, num_classes=args.num_classes, input_size=size, width=args.width,
                                 stem=args.stem)
-    if size != model.spec["input_size"]:
+    if size != model.spec["input_size"] and "num_classes" in model.spec:
         # a checkpoint profiled at another size: validate that size against its stem
         with torch.device("meta"):
             build_model(model.spec["name"], num_classes=model.spec["num_classes"], input_size=size,
