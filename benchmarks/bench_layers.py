@@ -6,8 +6,9 @@ Every BinaryConvBN of the model (ReActNet-A at 224 by default) is collected with
 shape; each distinct layer is timed in one process, the measurements of torch and the kernels
 interleaved so that load on a shared machine hits both alike (best of several samples each).
   torch    F.conv2d FP32 on the same shape (the faster of NCHW and channels_last)
-  kernels  pack sign bits of x + RSign bias, then the XNOR-popcount conv with the fused
-           alpha/BN float output (what bssl.deploy runs per unit); "conv" = the conv alone
+  kernels  float NHWC in, sign bits of x + RSign bias packed, XNOR-popcount conv, fused
+           alpha/BN float output, in one call (what bssl.deploy runs per unit);
+           "conv" = the conv alone on already packed input
   lce      larq-compute-engine (--lce, its own venv .larq-venv; see benchmarks/kernels_lce.py)
 Sums over all layers (repeated layers counted as often as they occur) give the speed-ups. The
 achieved binary MACs/s of the conv are compared with a register-only XOR+popcount peak loop on
@@ -138,7 +139,7 @@ def measure(K, layers, threads: int, min_time: float, repeats: int, seed: int = 
         fns = {
             "torch_nchw": lambda: F.conv2d(x, wt, stride=s, padding=p),
             "torch_cl": lambda: F.conv2d(xcl, wcl, stride=s, padding=p),
-            "kernels": lambda: layer(K.pack_bits(x_nhwc, bias), threads=threads),
+            "kernels": lambda: layer.apply_float(x_nhwc, bias, threads=threads),
             "conv": lambda: layer(xp, threads=threads),
         }
         for fn in fns.values():
@@ -200,8 +201,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--lce", action="store_true", help="also time larq-compute-engine (venv .larq-venv, created if missing)")
     ap.add_argument("--isa", default=None, help="force a kernel path (default: best for this CPU)")
-    ap.add_argument("--min-time", type=float, default=0.02, help="seconds per timing sample")
-    ap.add_argument("--repeats", type=int, default=5, help="samples per candidate (best is kept)")
+    ap.add_argument("--min-time", type=float, default=0.002, help="seconds per timing sample (short samples dodge preemption on a busy machine)")
+    ap.add_argument("--repeats", type=int, default=15, help="samples per candidate (best is kept)")
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args(argv)
     if any(t < 1 for t in args.threads):

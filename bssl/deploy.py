@@ -3,8 +3,8 @@
 `pack(model)` returns an eval-mode copy of a student in which each `bssl.nn.BinaryConvBN` unit
 (`bn(conv(sign(x + b)))`) is replaced by a `PackedBinaryConvBN`:
 
-  1. the RSign bias is added while the sign bits are packed (one pass over the activations);
-  2. the XNOR-popcount convolution runs on the packed bits with the packed sign(W);
+  1. the RSign bias is added while the sign bits are packed, inside the same kernel call as
+  2. the XNOR-popcount convolution on the packed bits with the packed sign(W);
   3. alpha and BatchNorm are folded into the fused float output transform of the kernel,
      ``y = scale * dot + shift`` with ``scale = gamma * alpha / sqrt(var + eps)`` and
      ``shift = beta - gamma * mean / sqrt(var + eps)``.
@@ -95,14 +95,16 @@ class PackedBinaryConvBN(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        K = _kernels()
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected NCHW input with {self.in_channels} channels, got shape {tuple(x.shape)}")
         x = x.detach()
         if x.dtype != torch.float32:
             x = x.float()
-        bits = K.pack_activations(x.cpu(), self.rsign_bias)
-        y = self.kernel(bits, threads=self.threads)  # NHWC float32
+        nhwc = x.cpu().permute(0, 2, 3, 1)  # free when x is channels_last, as unit outputs are
+        if not nhwc.is_contiguous():
+            nhwc = nhwc.contiguous()
+        # packing of sign(x + b) and the conv in one kernel call
+        y = self.kernel.apply_float(nhwc, self.rsign_bias, threads=self.threads)  # NHWC float32
         if self.pad_value != 1.0 and self.padding > 0:
             y += self._correction(int(x.shape[2]), int(x.shape[3]))
         return y.permute(0, 3, 1, 2).to(x.device)  # NCHW view, channels_last memory

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 _NAMES = {"linux": "libbssl_kernels.so", "darwin": "libbssl_kernels.dylib", "win32": "bssl_kernels.dll"}
 LIB_NAME = _NAMES.get(sys.platform, "libbssl_kernels.so")
 
@@ -81,6 +81,11 @@ def _declare(lib: ctypes.CDLL) -> None:
             c.c_int,
             [P, c.c_int32, c.c_int32, c.c_int32, c.c_int32, P, c.c_int32, c.c_int32, c.c_int32,
              c.c_int32, c.c_int32, c.c_int32, c.c_int32, P, P, P, P, P, c.c_int32],
+        ),
+        "bssl_bconv2d_f32": (
+            c.c_int,
+            [P, P, c.c_int32, c.c_int32, c.c_int32, c.c_int32, P, c.c_int32, c.c_int32, c.c_int32,
+             c.c_int32, c.c_int32, c.c_int32, P, P, P, P, P, c.c_int32],
         ),
         "bssl_bgemm": (
             c.c_int,

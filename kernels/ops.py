@@ -142,6 +142,36 @@ def _np(x, name: str, kind: str) -> np.ndarray:
     return arr
 
 
+_NP_OF_TORCH = {}
+
+
+def _buf(x, name: str, kind: str) -> Tuple[int, Tuple[int, ...]]:
+    """(data pointer, shape) of a C-contiguous CPU buffer, checked, without copies.
+
+    The per-call hot path: torch tensors are read through data_ptr() (no numpy round trip).
+    kind: 'u64' (uint64 or int64 words) or 'f32'."""
+    if _is_torch(x):
+        if x.device.type != "cpu":
+            raise TypeError(f"{name}: the kernels run on CPU tensors, got a tensor on {x.device}")
+        ok = (x.dtype in (torch.uint64, torch.int64)) if kind == "u64" else x.dtype == torch.float32
+        if not ok:
+            raise TypeError(f"{name}: expected {'uint64 (or int64) packed bits' if kind == 'u64' else 'float32'}, got {x.dtype}")
+        if not x.is_contiguous():
+            raise ValueError(f"{name}: tensor is not contiguous (strides {tuple(x.stride())}); call .contiguous() first")
+        return x.data_ptr(), tuple(x.shape)
+    a = _np(x, name, kind)
+    return a.ctypes.data, a.shape
+
+
+def _alloc(shape, dtype, like):
+    """A new result buffer of the input's kind: (returned object, pointer)."""
+    if _is_torch(like):
+        t = torch.empty(shape, dtype={np.uint64: torch.uint64, np.int32: torch.int32, np.float32: torch.float32}[dtype])
+        return t, t.data_ptr()
+    a = np.empty(shape, dtype=dtype)
+    return a, a.ctypes.data
+
+
 def _ptr(arr: Optional[np.ndarray]) -> Optional[int]:
     return None if arr is None else arr.ctypes.data
 
@@ -337,6 +367,17 @@ class PackedConv2d:
         self.k = self.kh * self.kw * self.in_channels
         self._wblk = _block(w)
         self._t = _Transform(out, self.out_channels, self.k, scale, shift)
+        self._wptr, self._tptrs = _ptr(self._wblk), self._t.ptrs()  # fixed for the layer's life
+
+    # raw pointers must follow the arrays through copy.deepcopy and pickle
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_wptr"], state["_tptrs"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._wptr, self._tptrs = _ptr(self._wblk), self._t.ptrs()
 
     @classmethod
     def from_float(cls, weight: Array, stride: int = 1, padding: int = 0, **kw) -> "PackedConv2d":
@@ -347,27 +388,56 @@ class PackedConv2d:
         return ((h + 2 * self.padding - self.kh) // self.stride + 1,
                 (w + 2 * self.padding - self.kw) // self.stride + 1)
 
-    def __call__(self, x: Array, threads: int = 1, out: Optional[Array] = None) -> Array:
-        """Run on packed NHWC input; `out` may give a preallocated C-contiguous result buffer."""
-        a = _np(x, "x", "u64")
-        if a.ndim != 4 or a.shape[3] != words(self.in_channels):
-            raise ValueError(
-                f"x: expected packed NHWC (N, H, W, {words(self.in_channels)}) for {self.in_channels} channels, got shape {a.shape}"
-            )
-        n, h, w_, cw = (int(v) for v in a.shape)
-        if h + 2 * self.padding < self.kh or w_ + 2 * self.padding < self.kw:
-            raise ValueError(f"x: spatial size {h}x{w_} is smaller than the {self.kh}x{self.kw} kernel with padding {self.padding}")
-        ho, wo = self.output_size(h, w_)
+    def _result(self, n: int, h: int, w: int, like, out):
+        ho, wo = self.output_size(h, w)
         if self._t.mode == 2:
             shape, dtype = (n, ho, wo, words(self.out_channels)), np.uint64
         else:
             shape, dtype = (n, ho, wo, self.out_channels), (np.int32 if self._t.mode == 0 else np.float32)
-        res, o = _out_buffer(out, shape, dtype, x)
+        if out is None:
+            return _alloc(shape, dtype, like)
+        res, o = _out_buffer(out, shape, dtype, like)
+        return res, o.ctypes.data
+
+    def _check_hw(self, h: int, w: int) -> None:
+        if h + 2 * self.padding < self.kh or w + 2 * self.padding < self.kw:
+            raise ValueError(f"x: spatial size {h}x{w} is smaller than the {self.kh}x{self.kw} kernel with padding {self.padding}")
+
+    def __call__(self, x: Array, threads: int = 1, out: Optional[Array] = None) -> Array:
+        """Run on packed NHWC input; `out` may give a preallocated C-contiguous result buffer."""
+        ptr, shape = _buf(x, "x", "u64")
+        if len(shape) != 4 or shape[3] != words(self.in_channels):
+            raise ValueError(
+                f"x: expected packed NHWC (N, H, W, {words(self.in_channels)}) for {self.in_channels} channels, got shape {shape}"
+            )
+        n, h, w_, cw = shape
+        self._check_hw(h, w_)
+        res, optr = self._result(n, h, w_, x, out)
         rc = _L().bssl_bconv2d(
-            _ptr(a), n, h, w_, cw, _ptr(self._wblk), self.out_channels, self.kh, self.kw, self.stride,
-            self.padding, self.k, self._t.mode, *self._t.ptrs(), _ptr(o), _check_threads(threads),
+            ptr, n, h, w_, cw, self._wptr, self.out_channels, self.kh, self.kw, self.stride,
+            self.padding, self.k, self._t.mode, *self._tptrs, optr, _check_threads(threads),
         )
         _check(rc, "bconv2d")
+        return res
+
+    def apply_float(self, x: Array, bias: Optional[Array] = None, threads: int = 1, out: Optional[Array] = None) -> Array:
+        """Run on float32 NHWC input (N, H, W, C): sign bits of x + bias are packed inside the call."""
+        ptr, shape = _buf(x, "x", "f32")
+        if len(shape) != 4 or shape[3] != self.in_channels:
+            raise ValueError(f"x: expected float NHWC (N, H, W, {self.in_channels}), got shape {shape}")
+        bptr = None
+        if bias is not None:
+            bptr, bshape = _buf(bias, "bias", "f32")
+            if bshape != (self.in_channels,):
+                raise ValueError(f"bias: expected {self.in_channels} values, got shape {bshape}")
+        n, h, w_, _ = shape
+        self._check_hw(h, w_)
+        res, optr = self._result(n, h, w_, x, out)
+        rc = _L().bssl_bconv2d_f32(
+            ptr, bptr, n, h, w_, self.in_channels, self._wptr, self.out_channels, self.kh, self.kw, self.stride,
+            self.padding, self._t.mode, *self._tptrs, optr, _check_threads(threads),
+        )
+        _check(rc, "bconv2d_f32")
         return res
 
 

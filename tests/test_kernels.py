@@ -59,6 +59,9 @@ def test_conv_all_modes_match_float_reference(isa, shape):
         y = K.bconv2d(xp, wp, c, stride, pad, out="float", scale=scale, shift=shift)
         want = scale * ref.double() + shift
         torch.testing.assert_close(y.double(), want, rtol=1e-5, atol=1e-4)
+        # float NHWC input packed inside the call gives the same result
+        layer = K.PackedConv2d(wp, c, stride, pad, out="float", scale=scale, shift=shift)
+        assert torch.equal(layer.apply_float(x.permute(0, 2, 3, 1).contiguous(), bias), y)
         bits = K.bconv2d(xp, wp, c, stride, pad, out="bits", scale=scale, shift=shift)
         assert bits.dtype == torch.uint64 and bits.shape[-1] == K.words(o)
         # bit-exact: packed sign bits of the exact affine output, channel tail bits zero
@@ -76,6 +79,9 @@ def test_threads_and_torch_numpy_agree(isa):
         one = layer(xp, threads=1)
         for t in (2, 3, 64):
             assert torch.equal(layer(xp, threads=t), one)
+        x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+        assert torch.equal(layer.apply_float(x_nhwc, threads=2), one)
+        assert np.array_equal(layer.apply_float(x_nhwc.numpy()), one.numpy())
         out_np = layer(xp.numpy(), threads=2)
         assert isinstance(out_np, np.ndarray) and np.array_equal(out_np, one.numpy())
         # int64 views of the packed words are accepted as well
@@ -157,6 +163,12 @@ def test_bad_input_raises_clear_errors():
         K.PackedConv2d.from_float(wt, out="float", scale=torch.ones(7))
     with pytest.raises(ValueError, match="bias"):
         K.pack_bits(torch.randn(2, 5), torch.randn(4))
+    with pytest.raises(ValueError, match="float NHWC"):
+        layer.apply_float(torch.randn(1, 6, 6, 71))
+    with pytest.raises(TypeError, match="float32"):
+        layer.apply_float(torch.randn(1, 6, 6, 70, dtype=torch.float64))
+    with pytest.raises(ValueError, match="bias"):
+        layer.apply_float(torch.randn(1, 6, 6, 70), torch.randn(3))
     with pytest.raises(ValueError, match="unknown kernel path"):
         K.set_isa("sse9")
 

@@ -31,7 +31,7 @@ extern "C" {
 #define BSSL_API __attribute__((visibility("default")))
 #endif
 
-#define BSSL_KERNELS_ABI_VERSION 1
+#define BSSL_KERNELS_ABI_VERSION 2
 
 /* code paths */
 #define BSSL_ISA_SCALAR 0 /* portable C reference */
@@ -84,6 +84,15 @@ BSSL_API int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, in
                           int32_t stride, int32_t pad, int32_t kreal, int32_t mode,
                           const float *mul, const float *add, const int32_t *thr,
                           const uint8_t *flip, void *out, int32_t threads);
+
+/* The same convolution on float NHWC input x (n, h, w, channels), whose sign bits of x + bias
+ * (bias may be NULL: the RSign bias of the unit) are packed straight into the padded buffer:
+ * one call per binary layer, kreal = kh * kw * channels. */
+BSSL_API int bssl_bconv2d_f32(const float *x, const float *bias, int32_t n, int32_t h, int32_t w,
+                              int32_t channels, const uint64_t *wblk, int32_t out_channels,
+                              int32_t kh, int32_t kw, int32_t stride, int32_t pad, int32_t mode,
+                              const float *mul, const float *add, const int32_t *thr,
+                              const uint8_t *flip, void *out, int32_t threads);
 
 /* Binary GEMM for dense layers: a (m, kw) packed rows times blocked weights of (n_out, kw)
  * -> out (m, n_out) in the same modes as bssl_bconv2d; kreal = number of real input features. */

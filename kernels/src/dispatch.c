@@ -196,11 +196,13 @@ static int check_mode(int32_t mode, const float *mul, const float *add, const in
   return 0;
 }
 
-int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t cw,
-                 const uint64_t *wblk, int32_t out_channels, int32_t kh, int32_t kw,
-                 int32_t stride, int32_t pad, int32_t kreal, int32_t mode, const float *mul,
-                 const float *add, const int32_t *thr, const uint8_t *flip, void *out,
-                 int32_t threads) {
+/* x: packed input; or xf (+ bias): float NHWC input with `channels` channels, packed here
+ * straight into the padded buffer */
+static int bconv(const uint64_t *x, const float *xf, const float *bias, int32_t channels,
+                 int32_t n, int32_t h, int32_t w, int32_t cw, const uint64_t *wblk,
+                 int32_t out_channels, int32_t kh, int32_t kw, int32_t stride, int32_t pad,
+                 int32_t kreal, int32_t mode, const float *mul, const float *add,
+                 const int32_t *thr, const uint8_t *flip, void *out, int32_t threads) {
   if (n < 0 || h < 1 || w < 1 || cw < 1 || out_channels < 1 || kh < 1 || kw < 1 || stride < 1 ||
       pad < 0 || threads < 1)
     return fail(BSSL_EARG, "bconv2d: bad shape (n=%d h=%d w=%d cw=%d O=%d k=%dx%d stride=%d pad=%d threads=%d)",
@@ -210,29 +212,43 @@ int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t cw,
                 h + 2 * pad, w + 2 * pad);
   if (kreal % (kh * kw) != 0 || (kreal / (kh * kw) + 63) / 64 != cw)
     return fail(BSSL_EARG, "bconv2d: kreal=%d is not kh*kw*C for a C packed into %d words", kreal, cw);
-  if (!x || !wblk) return fail(BSSL_EARG, "bconv2d: NULL input or weights");
+  if ((!x && !xf) || !wblk) return fail(BSSL_EARG, "bconv2d: NULL input or weights");
   int rc = check_mode(mode, mul, add, thr, flip, out);
   if (rc) return rc;
   if (n == 0) return 0;
 
   const int isa = bssl_isa_get();
-  if (isa == BSSL_ISA_SCALAR)
-    return bssl_ref_bconv2d(x, n, h, w, cw, wblk, out_channels, kh, kw, stride, pad, kreal, mode,
-                            mul, add, thr, flip, out);
+  if (isa == BSSL_ISA_SCALAR) {
+    uint64_t *packed = NULL;
+    if (xf) {
+      packed = (uint64_t *)malloc((size_t)n * h * w * cw * 8);
+      if (!packed) return fail(BSSL_ENOMEM, "bconv2d: cannot allocate the packed input");
+      bssl_pack_scalar(xf, (int64_t)n * h * w, channels, bias, packed);
+      x = packed;
+    }
+    rc = bssl_ref_bconv2d(x, n, h, w, cw, wblk, out_channels, kh, kw, stride, pad, kreal, mode,
+                          mul, add, thr, flip, out);
+    free(packed);
+    return rc;
+  }
   const bssl_isa_impl *impl = impl_of(isa);
 
   const int32_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
   const int32_t hp = h + 2 * pad, wp = w + 2 * pad;
   uint64_t *padded = NULL;
   const uint64_t *xin = x;
-  if (pad > 0) {
-    /* one-padding is the zero word, so a zeroed frame around a copy does it */
-    padded = (uint64_t *)calloc((size_t)n * hp * wp * cw, 8);
+  if (pad > 0 || xf) {
+    /* one-padding is the zero word, so a zeroed frame around the rows does it */
+    padded = (uint64_t *)(pad > 0 ? calloc((size_t)n * hp * wp * cw, 8) : malloc((size_t)n * hp * wp * cw * 8));
     if (!padded) return fail(BSSL_ENOMEM, "bconv2d: cannot allocate the padded input");
     for (int64_t b = 0; b < n; b++)
-      for (int64_t y = 0; y < h; y++)
-        memcpy(padded + ((b * hp + y + pad) * wp + pad) * cw, x + ((b * h + y) * w) * cw,
-               (size_t)w * cw * 8);
+      for (int64_t y = 0; y < h; y++) {
+        uint64_t *dst = padded + ((b * hp + y + pad) * wp + pad) * cw;
+        if (xf)
+          impl->pack(xf + ((b * h + y) * w) * channels, w, channels, bias, dst);
+        else
+          memcpy(dst, x + ((b * h + y) * w) * cw, (size_t)w * cw * 8);
+      }
     xin = padded;
   }
 
@@ -274,6 +290,26 @@ int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t cw,
   for (int64_t i = 1; i <= started; i++) pthread_join(tids[i], NULL);
   free(padded);
   return rc;
+}
+
+int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t cw,
+                 const uint64_t *wblk, int32_t out_channels, int32_t kh, int32_t kw,
+                 int32_t stride, int32_t pad, int32_t kreal, int32_t mode, const float *mul,
+                 const float *add, const int32_t *thr, const uint8_t *flip, void *out,
+                 int32_t threads) {
+  return bconv(x, NULL, NULL, 0, n, h, w, cw, wblk, out_channels, kh, kw, stride, pad, kreal, mode,
+               mul, add, thr, flip, out, threads);
+}
+
+int bssl_bconv2d_f32(const float *x, const float *bias, int32_t n, int32_t h, int32_t w,
+                     int32_t channels, const uint64_t *wblk, int32_t out_channels, int32_t kh,
+                     int32_t kw, int32_t stride, int32_t pad, int32_t mode, const float *mul,
+                     const float *add, const int32_t *thr, const uint8_t *flip, void *out,
+                     int32_t threads) {
+  if (channels < 1 || kh < 1 || kw < 1 || !x)
+    return fail(BSSL_EARG, "bconv2d_f32: bad input (channels=%d, k=%dx%d)", channels, kh, kw);
+  return bconv(NULL, x, bias, channels, n, h, w, (channels + 63) / 64, wblk, out_channels, kh, kw,
+               stride, pad, kh * kw * channels, mode, mul, add, thr, flip, out, threads);
 }
 
 int bssl_bgemm(const uint64_t *a, int64_t m, int32_t kw, const uint64_t *wblk, int32_t n_out,
