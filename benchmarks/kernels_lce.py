@@ -3,7 +3,7 @@
 Called by benchmarks/bench_layers.py as
     TF_USE_LEGACY_KERAS=1 .larq-venv/bin/python benchmarks/kernels_lce.py specs.json out.json
 specs.json: {"layers": [{"c", "h", "w", "o", "k", "stride", "pad"}...], "threads": [1, 2],
-"min_time": seconds, "repeats": n}. Each layer is a one-layer Keras model (larq QuantConv2D with
+"min_time": seconds, "repeats": n, "clock": "auto"|"cpu"|"wall"}. Each layer is a one-layer Keras model (larq QuantConv2D with
 ste_sign input and kernel quantizers and pad_values=1, as a ReActNet binary conv), converted with
 lce.convert_keras_model and timed with LCE's Interpreter; out.json gets seconds per call.
 """
@@ -35,23 +35,23 @@ def layer_model(c, h, w, o, k, stride, pad):
     return tf.keras.Model(inp, out)
 
 
-def best_time(fn, min_time, repeats):
+def best_time(fn, min_time, repeats, clock):
     fn()
     n = 1
     while True:  # calls per sample so one sample lasts >= min_time
-        t = time.perf_counter()
+        t = clock()
         for _ in range(n):
             fn()
-        dt = time.perf_counter() - t
+        dt = clock() - t
         if dt >= min_time or n >= 1 << 16:
             break
         n *= 2
     best = dt / n
     for _ in range(repeats - 1):
-        t = time.perf_counter()
+        t = clock()
         for _ in range(n):
             fn()
-        best = min(best, (time.perf_counter() - t) / n)
+        best = min(best, (clock() - t) / n)
     return best
 
 
@@ -68,7 +68,10 @@ def main():
         row = {"layer": L, "seconds": {}, "lce_bconv2d": b"LceBconv2d" in flat}
         for t in spec["threads"]:
             interp = Interpreter(flat, num_threads=int(t))
-            row["seconds"][str(t)] = best_time(lambda: interp.predict(x), spec["min_time"], spec["repeats"])
+            # as bench_layers.py: thread CPU time for one thread, wall time for more
+            mode = spec.get("clock", "auto")
+            clock = time.thread_time if (mode == "cpu" or (mode == "auto" and int(t) == 1)) else time.perf_counter
+            row["seconds"][str(t)] = best_time(lambda: interp.predict(x), spec["min_time"], spec["repeats"], clock)
         results.append(row)
         print(f"lce {L} {row['seconds']}", file=sys.stderr, flush=True)
     json.dump({"lce_version": getattr(lce, "__version__", "?"), "results": results}, open(sys.argv[2], "w"))
