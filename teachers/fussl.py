@@ -152,7 +152,8 @@ class FUSSL(TeacherMethod):
         was_training = self.training
         self.eval()
         idx_parts, vote_parts = [], []
-        for images, index in loader:
+        for batch in loader:  # (images, index[, label]); labels are never read
+            images, index = batch[0], batch[1]
             images = images.to(device, non_blocking=True)
             logits = [block.embed(images) for block in self.blocks]
             num_classes = logits[0].shape[1]
