@@ -110,6 +110,9 @@ def run_benchmarks(models: Sequence[str], backends: Optional[Sequence[str]] = No
         for name, why in unavailable.items():
             if why:
                 raise UserError(f"backend {name} is not available: {why}")
+    for b in chosen:
+        if not unavailable[b.name]:
+            b.preflight()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     batches = sorted({int(b) for b in batch_sizes})
@@ -144,12 +147,22 @@ def run_benchmarks(models: Sequence[str], backends: Optional[Sequence[str]] = No
         job = {"backend": backend.name, "artifact": artifact, "threads": threads, "input_size": input_size,
                "batches": batches, "warmup": warmup, "runs": runs, "seed": seed, "budget_s": budget_s,
                "mode": "measure"}
-        result = run_worker(backend, job, threads, timeout_s)
+        if backend.remote:
+            try:
+                result = backend.measure(job)
+            except UserError:
+                raise
+            except Exception as exc:  # a device that drops the session is a failed row
+                result = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        else:
+            result = run_worker(backend, job, threads, timeout_s)
         if "error" in result:
             row.update(status="error", reason=result["error"])
             rows.append(row)
             continue
         row["status"] = "ok"
+        if result.get("endpoint"):
+            row["endpoint"] = result["endpoint"]
         row["latency"] = result["latency"]
         b1 = result["latency"][str(batches[0])]
         row.update(p50_ms=b1["p50_ms"], p90_ms=b1["p90_ms"], min_ms=b1["min_ms"], runs=b1["runs"])

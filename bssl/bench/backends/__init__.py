@@ -52,6 +52,9 @@ class Backend:
             return f"{', '.join(missing)} not installed; {self.install_hint}"
         return None
 
+    def preflight(self) -> None:
+        """Cheap checks that must fail (UserError) before any model is prepared, e.g. a device address."""
+
     def accepts(self, ref: ModelRef) -> Optional[str]:
         """None when this backend can run the reference, else why not."""
         if ref.is_torch or ref.kind in self.file_kinds:
@@ -118,3 +121,5 @@ from . import onnxruntime_fp32 as _ort_fp32  # noqa: E402,F401
 from . import onnxruntime_int8 as _ort_int8  # noqa: E402,F401
 from . import kernels as _kernels  # noqa: E402,F401
 from . import tvm as _tvm  # noqa: E402,F401
+from . import lce as _lce  # noqa: E402,F401
+from . import tvm_rpc as _tvm_rpc  # noqa: E402,F401

@@ -1,0 +1,76 @@
+"""Larq Compute Engine (the reference BNN engine) on this CPU, in its own virtual environment.
+
+LCE needs TensorFlow and numpy<2, so it lives in ``.larq-venv`` beside the checkout (or the
+folder named by BSSL_LARQ_VENV); the worker runs with that environment's Python. On x86 LCE
+runs its portable kernels (it is tuned for ARM), which is exactly the comparison asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from . import BACKENDS, Backend, PrepareContext
+from ..models import ModelRef, student_names
+
+VENV_HELP = ("create it with `python -m venv .larq-venv && .larq-venv/bin/pip install larq larq-compute-engine "
+             "tensorflow-cpu \"tf-keras~=2.21.0\"` in the checkout, or point BSSL_LARQ_VENV at one")
+
+
+def venv_python() -> Optional[Path]:
+    candidates = []
+    if os.environ.get("BSSL_LARQ_VENV"):
+        candidates.append(Path(os.environ["BSSL_LARQ_VENV"]))
+    candidates += [Path(__file__).resolve().parents[3] / ".larq-venv", Path.cwd() / ".larq-venv"]
+    for venv in candidates:
+        py = venv / "bin" / "python"
+        if py.is_file():
+            return py
+    return None
+
+
+@BACKENDS.register("lce")
+class LCE(Backend):
+    name = "lce"
+    description = "Larq Compute Engine (TFLite), .larq-venv"
+    install_hint = VENV_HELP
+    file_kinds = ("tflite",)
+    _checked: Optional[str] = None
+
+    def availability(self) -> Optional[str]:
+        py = venv_python()
+        if py is None:
+            return f"no .larq-venv found; {VENV_HELP}"
+        if self._checked is None:
+            probe = subprocess.run([str(py), "-c", "import larq_compute_engine.tflite.python.interpreter"],
+                                   capture_output=True, text=True, timeout=120)
+            self._checked = "" if probe.returncode == 0 else (
+                f"larq_compute_engine does not import in {py.parent.parent} "
+                f"({(probe.stderr.strip().splitlines() or ['?'])[-1][:120]}); {VENV_HELP}")
+        return self._checked or None
+
+    def accepts(self, ref: ModelRef) -> Optional[str]:
+        if ref.kind in ("student", "tflite") or (ref.kind == "registered" and ref.name in student_names()):
+            return None
+        return "lce runs binary students converted by bssl.export (or a bssl .tflite), not FP networks"
+
+    def prepare(self, ref: ModelRef, ctx: PrepareContext) -> Dict[str, Any]:
+        if ref.kind == "tflite":
+            return {"path": ref.path, "bytes": Path(ref.path).stat().st_size}
+        try:
+            from ...export.lce_export import export_lce  # type: ignore[import-not-found]
+        except ImportError:
+            raise RuntimeError("bssl.export has no LCE exporter (bssl.export.lce_export) in this checkout") from None
+        path = ctx.artifact_path(ref, ".tflite")
+        if not path.exists():
+            export_lce(ctx.torch_model(ref), path, input_size=ctx.input_size, check_samples=0)
+        return {"path": str(path), "bytes": path.stat().st_size}
+
+    def load(self, artifact: Dict[str, Any], threads: int) -> Callable[[Any], Any]:
+        raise RuntimeError("lce runs in its own interpreter (bssl/bench/lce_worker.py), not in this process")
+
+    def worker_command(self) -> List[str]:
+        py = venv_python()
+        return [str(py), str(Path(__file__).resolve().parent.parent / "lce_worker.py")]
