@@ -85,7 +85,7 @@ def run_benchmarks(models: Sequence[str], backends: Optional[Sequence[str]] = No
                    *, batch_sizes: Sequence[int] = (1, 8), seed: int = 0, strict: bool = False,
                    memory: bool = True, budget_s: float = 60.0, timeout_s: float = 600.0,
                    backend_options: Optional[Dict[str, Dict[str, Any]]] = None,
-                   progress: bool = True) -> Dict[str, Any]:
+                   progress: bool = True, _baselines: Optional[Dict[tuple, Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Measure every model on every backend; return the report dict (see markdown_table).
 
     models: registered names (``reactnet-a``, ``resnet18``, ``reactnet-a:width=0.5``) or files
@@ -118,7 +118,8 @@ def run_benchmarks(models: Sequence[str], backends: Optional[Sequence[str]] = No
     batches = sorted({int(b) for b in batch_sizes})
     ctx = PrepareContext(out_dir, input_size, seed, batch_sizes=batches)
     rows: List[Dict[str, Any]] = []
-    baselines: Dict[tuple, Dict[str, Any]] = {}
+    # baseline peaks depend on the interpreter, imports, input size and batches only: shareable across calls
+    baselines: Dict[tuple, Dict[str, Any]] = {} if _baselines is None else _baselines
     profiles: Dict[str, Dict[str, Any]] = {}
     pairs = [(r, b) for r in refs for b in chosen]
     for ref, backend in tqdm(pairs, desc="bench", unit="run", disable=None if progress else True):
@@ -171,7 +172,8 @@ def run_benchmarks(models: Sequence[str], backends: Optional[Sequence[str]] = No
         row["throughput_batch"] = batches[-1]
         if memory and not backend.remote and "peak_rss_kb" in result:
             # backends with the same interpreter and imports share one baseline process
-            key = (tuple(backend.worker_command()), tuple(backend.imports), tuple(backend.optional_imports))
+            key = (tuple(backend.worker_command()), tuple(backend.imports), tuple(backend.optional_imports),
+                   input_size, tuple(batches), threads)
             if key not in baselines:
                 baselines[key] = run_worker(backend, {**job, "mode": "baseline"}, threads, timeout_s)
             base = baselines[key]
