@@ -159,3 +159,17 @@ def test_cli_profiles_an_official_checkpoint(tmp_path, monkeypatch, capsys):
     assert _cli(["profile", str(p), "--input-size", "64", "--json"], monkeypatch) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "reactnet-a" and out["binary_layers"] == 31 and out["output_shape"] == [1, 5]
+
+
+def test_python_api_profile_accepts_names_models_and_paths(tmp_path):
+    from bssl.profile import profile
+    by_name = profile("reactnet-a", input_size=32, width=0.25, num_classes=10)
+    m = build_model("reactnet-a", input_size=32, width=0.25, num_classes=10)
+    by_model = profile(m)
+    p = tmp_path / "s.pt"
+    save_student(p, m, {})
+    by_path = profile(p)
+    strip = lambda r: {k: v for k, v in r.items() if k != "layers"}
+    assert strip(by_name) == strip(by_model) == strip(by_path)
+    with pytest.raises(UserError, match="input_size"):
+        profile(nn.Conv2d(3, 3, 1))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from . import add_report_argument
 
@@ -27,45 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_report_argument(p)
 
 
-def _looks_like_path(s: str) -> bool:
-    return s.endswith((".pt", ".pth")) or "/" in s or Path(s).is_file()
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..errors import UserError
-    from ..models import BACKBONES, build_backbone, build_model, load_official_reactnet, load_student
-    from ..models.common import resolve_stem
-    from ..profile import format_table, profile_model
+    from ..profile import format_table, profile
     from ..utils import _json_default, write_json
 
-    if _looks_like_path(args.model):
-        try:
-            model = load_student(args.model)
-        except UserError as exc:
-            if "not a bssl checkpoint" not in str(exc):
-                raise
-            model = load_official_reactnet(args.model)  # a released liuzechun/ReActNet checkpoint
-        size = args.input_size or model.spec["input_size"]
-    elif args.model in BACKBONES:
-        # FP teacher backbones, for side-by-side costs (no classifier: they end at the pooled features)
-        size = args.input_size or 224
-        with torch.device("meta"):
-            model = build_backbone(args.model, small_stem=resolve_stem(args.stem, size) == "small")
-        model.spec = {"name": args.model, "input_size": size, "stem": resolve_stem(args.stem, size)}
-    else:
-        size = args.input_size or 224
-        # counting needs shapes only, so a named model is built on the meta device (no memory, no init)
-        with torch.device("meta"):
-            model = build_model(args.model, num_classes=args.num_classes, input_size=size, width=args.width,
-                                stem=args.stem)
-    if size != model.spec["input_size"] and "num_classes" in model.spec:
-        # a checkpoint profiled at another size: validate that size against its stem
-        with torch.device("meta"):
-            build_model(model.spec["name"], num_classes=model.spec["num_classes"], input_size=size,
-                        width=model.spec["width"], stem=model.spec["stem"])
-    report = profile_model(model, size, word_bits=args.word_bits)
+    report = profile(args.model, input_size=args.input_size, width=args.width, stem=args.stem,
+                     num_classes=args.num_classes, word_bits=args.word_bits)
     if args.json:
         print(json.dumps(report, indent=2, default=_json_default))
     else:
