@@ -110,6 +110,7 @@ def test_load_student_rejects_other_kinds(tmp_path):
     ({"name": "reactnet-a", "num_classes": 0}, "num_classes"),
     ({"name": "reactnet-a", "stem": "tiny"}, "stem"),
     ({"name": "reactnet-a", "stage": 3}, "stage"),
+    ({"name": "reactnet-a", "pad_value": "one"}, "pad_value"),
 ])
 def test_bad_input_is_a_user_error(kwargs, match):
     kwargs = dict(kwargs)

@@ -41,6 +41,8 @@ def build_model(name: str, *, num_classes: int = 1000, input_size: int = 224, wi
     check_num_classes(num_classes)
     if stage not in (1, 2):
         raise UserError(f"stage must be 1 or 2, got {stage!r}")
+    if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)):
+        raise UserError(f"pad_value must be a number (+1 for one-padding, 0 for zero padding), got {pad_value!r}")
     resolved = resolve_stem(stem, input_size if isinstance(input_size, int) else 0)
     model = factory(num_classes=num_classes, input_size=input_size, width=float(width) if isinstance(width, (int, float)) else width,
                     stem=resolved, pad_value=float(pad_value), binary_weights=stage == 2)
