@@ -1,0 +1,117 @@
+"""Teacher methods side by side on the embedded data: kNN / linear accuracy and training speed.
+
+    python benchmarks/bench_teachers.py --preset cpu --json out.json
+    python benchmarks/bench_teachers.py --preset cpu --methods mocov2,byol --set teacher.epochs=3
+
+Every method is trained with train_teacher under the same preset (its [teacher] keys, the
+method's own paper defaults for the rest), then its backbone is re-loaded with load_teacher and
+probed on frozen features of the held-out split: weighted kNN (bssl.eval.knn) and a linear probe
+(bssl.eval.linear, L2-normalised features). A random-init backbone of the same architecture is
+the reference every method must beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bssl.config import apply_overrides, load_preset
+from bssl.data import dataset_from_config
+from bssl.eval.features import Features
+from bssl.eval.linear import train_linear
+from bssl.teachers import METHODS, build_backbone, load_teacher, train_teacher
+from bssl.teachers.backbone import resolve_small_stem
+from bssl.teachers.monitor import extract_features, knn_accuracy
+from bssl.teachers.train import CHECKPOINT_NAME, _Indexed, teacher_settings
+from bssl.data.augment import eval_transform
+from bssl.utils import pick_device, seed_everything, write_json
+
+ALL = ("mocov2", "byol", "simsiam", "simsiam-kaug", "ensiam", "fussl")
+
+
+def probe(encoder, cfg, device) -> dict:
+    """kNN and linear accuracy of a frozen encoder on cfg's train (bank/fit) and test splits."""
+    size = int(cfg["data"]["image_size"])
+    t = teacher_settings(cfg)
+    loaders = []
+    for split in ("train", "test"):
+        ds = dataset_from_config(cfg, split)
+        loaders.append(torch.utils.data.DataLoader(_Indexed(ds, eval_transform(size)), batch_size=256))
+    num_classes = int(cfg["data"]["num_classes"])
+    encoder = encoder.to(device)
+    (tr_f, tr_y), (te_f, te_y) = (extract_features(encoder, dl, device) for dl in loaders)
+    knn = knn_accuracy(tr_f, tr_y, te_f, te_y, num_classes, int(t["knn_k"]), float(t["knn_t"]))
+    classes = [str(c) for c in range(num_classes)]
+    ev = cfg.get("eval", {})
+    lin = train_linear(Features(tr_f.numpy(), tr_y.numpy(), classes, False), Features(te_f.numpy(), te_y.numpy(), classes, False),
+                       epochs=int(ev.get("linear_epochs", 30)), lr=float(ev.get("linear_lr", 30.0)), norm="l2",
+                       seed=int(cfg["run"].get("seed", 0)))
+    return {"knn_acc": knn, "linear_acc": float(lin["value"])}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--methods", default=",".join(ALL), help="comma-separated methods")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_teachers"), help="folder for the teachers")
+    ap.add_argument("--resume", action="store_true", help="reuse/continue teachers already in --out")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--device", default="cpu", help="device of the teacher training (cpu, cuda, auto)")
+    ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        METHODS.get(m)
+    base = apply_overrides(load_preset(args.preset), args.overrides)
+    base["run"]["device"] = args.device
+    seed = int(base["run"].get("seed", 0))
+
+    rows = {}
+    seed_everything(seed)
+    t = teacher_settings(base)
+    rand = build_backbone(str(t["arch"]), small_stem=resolve_small_stem(t["small_stem"], base["data"]["image_size"]))
+    device = pick_device(args.device)
+    rows["random-init"] = {**probe(rand.eval(), base, device), "images_per_s": None, "train_s": 0.0}
+    print(f"random-init: {rows['random-init']}", flush=True)
+    for m in methods:
+        cfg = apply_overrides(base, [f"teacher.method={m}"])
+        out = args.out / m
+        t0 = time.perf_counter()
+        res = train_teacher(cfg, out, resume=args.resume and (out / CHECKPOINT_NAME).exists())
+        train_s = time.perf_counter() - t0
+        encoder, info = load_teacher(res["checkpoint"])
+        rows[m] = {**probe(encoder, cfg, device), "images_per_s": res["images_per_s"], "train_s": round(train_s, 1),
+                   "monitor_knn_acc": res["knn_acc"], "final_loss": res["history"][-1]["loss"],
+                   "epochs": len(res["history"])}
+        print(f"{m}: {rows[m]}", flush=True)
+
+    ref = rows["random-init"]
+    lines = [f"Teachers on {base['data']['dataset']} ({base['data']['num_train']} train / {base['data']['num_test']} test, "
+             f"{base['data']['image_size']} px), preset {args.preset} {' '.join(args.overrides)}",
+             "", "| method | kNN acc | linear acc | kNN vs random | images/s | train s |", "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        ips = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
+        lines.append(f"| {name} | {r['knn_acc']:.4f} | {r['linear_acc']:.4f} | {r['knn_acc'] - ref['knn_acc']:+.4f} | "
+                     f"{ips} | {r['train_s']:.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.json:
+        write_json(args.json, {"preset": args.preset, "overrides": args.overrides, "methods": rows, "table": table,
+                               "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                                           "loadavg": os.getloadavg(), "python": platform.python_version(),
+                                           "torch": torch.__version__}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
