@@ -66,6 +66,7 @@ def test_gradients_reach_student_and_classifier(default_run):
     assert _nonzero(grads["classifier"]), "no gradient reached the joint classifier g"
     assert _nonzero(grads["projector"])
     assert out["loss"].requires_grad  # not computed under no_grad as in the released code
+    assert "g_infomax" in out  # the anti-collapse term on g is on by default
 
 
 def test_teacher_weights_and_bn_statistics_stay_frozen(default_run):
@@ -94,8 +95,8 @@ def test_student_and_classifier_change_after_step():
 
 
 def test_frozen_classifier_switch_reproduces_released_setup():
-    _, _, _, method, _, grads = one_step({"train_classifier": False})
-    assert "classifier" not in grads
+    _, _, _, method, out, grads = one_step({"train_classifier": False})
+    assert "classifier" not in grads and "g_infomax" not in out
     assert all(p.grad is None for p in method.classifier.parameters())
 
 

@@ -112,3 +112,18 @@ def test_lr_factor_warmup_then_cosine():
     assert lr_factor(55, 100, 10) == pytest.approx(0.5)
     assert lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(0, 100, 0) == pytest.approx(1.0)
+
+
+def test_infomax_bounds():
+    from bssl.distill.losses import infomax
+
+    C = 4
+    collapsed_uniform = torch.zeros(8, C)
+    collapsed_peaked = torch.tensor([[5.0, 0, 0, 0]] * 8)
+    balanced = torch.eye(C).repeat(2, 1) * 100.0
+    assert infomax(collapsed_uniform, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert infomax(collapsed_peaked, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert infomax(balanced, 1.0).item() == pytest.approx(-1.0, abs=1e-4)
+    torch.manual_seed(0)
+    r = infomax(torch.randn(32, C), 0.5).item()
+    assert -1.0 <= r <= 0.0

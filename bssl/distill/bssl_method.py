@@ -10,7 +10,7 @@ from torch import nn
 from ..errors import UserError
 from .base import METHODS, DistillMethod, student_forward, teacher_features
 from .heads import FeatureProjector, JointClassifier
-from .losses import bssl_loss, symmetrised
+from .losses import bssl_loss, infomax, symmetrised
 from .schedules import lambda_at
 
 FS_TARGETS = ("head", "features")
@@ -23,7 +23,9 @@ class BSSL(DistillMethod):
     Switches (all in [distill]): feature_similarity (cosine | l1 | l2 | none: ablation row 1),
     lambda_schedule (constant | step | cosine), fs_target ("head": L_FS between l(k(x)) and
     g(h(x)), which have matched sizes, as the released code does; "features": between a projection
-    of k(x) and h(x)), train_classifier (false reproduces the released code's frozen g).
+    of k(x) and h(x)), train_classifier (false reproduces the released code's frozen g),
+    classifier_reg_weight (β of the information-maximisation term on g's outputs, added to L: a
+    jointly trained g otherwise collapses onto the student and the KL term vanishes; 0 turns it off).
     """
 
     def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
@@ -42,8 +44,10 @@ class BSSL(DistillMethod):
         lambda_at(0, 1, self.schedule)  # validates the schedule name early
         self.classifier = JointClassifier(teacher_dim, self.student_num_classes(dcfg, num_labels),
                                           int(dcfg.get("classifier_hidden", 2048)))
-        if not bool(dcfg.get("train_classifier", True)):
+        self.train_classifier = bool(dcfg.get("train_classifier", True))
+        if not self.train_classifier:
             self.classifier.requires_grad_(False)
+        self.reg_weight = float(dcfg.get("classifier_reg_weight", 1.0)) if self.train_classifier else 0.0
         if self.fs is not None and self.fs_target == "features":
             self.projector = FeatureProjector(student.feature_dim, teacher_dim)
 
@@ -61,4 +65,8 @@ class BSSL(DistillMethod):
         out = symmetrised(bssl_loss, list(zip(s_logits, s_fs)), list(zip(t_logits, t_fs)),
                           lam=lam, temperature=self.temperature, fs=self.fs)
         out["lambda"] = torch.tensor(lam if self.fs is not None else 0.0)
+        if self.reg_weight > 0:
+            reg = infomax(torch.cat(t_logits), self.temperature)
+            out["loss"] = out["loss"] + self.reg_weight * reg
+            out["g_infomax"] = reg
         return out

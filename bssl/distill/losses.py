@@ -95,6 +95,22 @@ def symmetrised(loss_fn: Callable[..., Dict[str, torch.Tensor]], student_views, 
     return {k: 0.5 * (a[k] + b[k]) for k in a}
 
 
+def infomax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Information-maximisation regulariser of a classifier, normalised by log(C); lies in [-1, 0].
+
+    (H(p_i) averaged over the batch - H(mean_i p_i)) / log C, with p = softmax(logits / T): 0 for
+    a collapsed classifier (the same distribution for every input, uniform or not), -1 for confident,
+    balanced pseudo-labels. Keeps the jointly trained g from collapsing onto the student (a constant
+    output makes the KL term zero for any student).
+    """
+    log_p = F.log_softmax(logits / temperature, dim=1)
+    p = log_p.exp()
+    cond = -(p * log_p).sum(1).mean()
+    mean_p = p.mean(0)
+    marg = -(mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
+    return (cond - marg) / torch.log(torch.tensor(float(logits.shape[1])))
+
+
 def cross_entropy_soft(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with integer class targets (supervised heads)."""
     return F.cross_entropy(student_logits, target)
