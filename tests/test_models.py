@@ -33,11 +33,14 @@ def test_forward_backward_shapes_and_one_step(name, size):
 
 
 @pytest.mark.parametrize("name", STUDENTS)
-def test_full_size_forward_shape(name):
-    m = build_model(name, num_classes=3, input_size=224, width=0.125).eval()
+def test_full_size_forward_backward_shape(name):
+    m = build_model(name, num_classes=3, input_size=224, width=0.125)
     assert m.spec["stem"] == "imagenet"
-    with torch.no_grad():
-        assert m(torch.randn(1, 3, 224, 224)).shape == (1, 3)
+    x = torch.randn(1, 3, 224, 224, requires_grad=True)
+    out = m(x)
+    assert out.shape == (1, 3)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and m.stem[0].weight.grad is not None
 
 
 def test_reactnet_a_topology_at_224():
