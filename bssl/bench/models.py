@@ -25,7 +25,7 @@ EXPORT_SUFFIXES = {".onnx": "onnx", ".so": "tvm", ".tflite": "tflite"}
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A parsed model reference. `kind` is registered | student | teacher | onnx | tvm | tflite."""
+    """A parsed model reference. `kind`: registered | student | teacher | onnx | onnx-packed | tvm | tflite."""
 
     text: str
     kind: str
@@ -111,20 +111,29 @@ def _parse_path(path: Path, text: str) -> ModelRef:
         raise UserError(f"model file {path} does not exist; pass a checkpoint or export written by bssl")
     suffix = path.suffix.lower()
     if suffix in EXPORT_SUFFIXES:
-        kind = EXPORT_SUFFIXES[suffix]
-        _check_export(path, kind)
+        kind = _check_export(path, EXPORT_SUFFIXES[suffix])
         return ModelRef(text=text, kind=kind, name=path.stem, path=str(path.resolve()))
     from ..utils import load_checkpoint
 
-    ckpt = load_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except UserError as exc:
+        if "not a bssl checkpoint" not in str(exc):
+            raise
+        # official MoCo / SimSiam / torchvision files are teachers too (load_teacher reads them)
+        from ..teachers import load_teacher
+
+        load_teacher(path)
+        return ModelRef(text=text, kind="teacher", name=path.stem, path=str(path.resolve()))
     kind = ckpt["bssl_kind"]
     if kind not in ("student", "teacher"):
         raise UserError(f"checkpoint {path} holds a {kind!r}; bssl bench measures student or teacher checkpoints")
     return ModelRef(text=text, kind=kind, name=path.stem, path=str(path.resolve()))
 
 
-def _check_export(path: Path, kind: str) -> None:
-    """Refuse files that are not bssl exports before any backend tries to run them."""
+def _check_export(path: Path, kind: str) -> str:
+    """Refuse files that are not bssl exports; return the kind. An ONNX file with custom-domain
+    nodes (the 1-bit `onnx-packed` export) is told apart: onnxruntime cannot run it."""
     if kind == "onnx":
         import onnx
 
@@ -138,6 +147,8 @@ def _check_export(path: Path, kind: str) -> None:
                 f"model file {path} is an ONNX model but not a bssl export (no bssl metadata); "
                 f"export it with `bssl export` or pass the checkpoint instead"
             )
+        if any(n.domain not in ("", "ai.onnx", "ai.onnx.ml") for n in proto.graph.node):
+            return "onnx-packed"
     elif kind == "tvm":
         head = path.read_bytes()[:4]
         if head != b"\x7fELF":
@@ -146,6 +157,7 @@ def _check_export(path: Path, kind: str) -> None:
         head = path.read_bytes()[:8]
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise UserError(f"model file {path} is not a TFLite flatbuffer; pass a .tflite written by `bssl export --format lce`")
+    return kind
 
 
 def build_torch_model(ref: ModelRef, input_size: int, seed: int = 0) -> torch.nn.Module:

@@ -59,6 +59,9 @@ class Backend:
         """None when this backend can run the reference, else why not."""
         if ref.is_torch or ref.kind in self.file_kinds:
             return None
+        if ref.kind == "onnx-packed":
+            return ("a packed ONNX file (ai.bssl 1-bit nodes) is for the TVM importer, not a runtime; "
+                    "bench the student checkpoint or its TVM .so")
         return f"{self.name} cannot run a {ref.kind} file"
 
     def prepare(self, ref: ModelRef, ctx: "PrepareContext") -> Dict[str, Any]:

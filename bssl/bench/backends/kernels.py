@@ -26,7 +26,7 @@ class KernelsPacked(Backend):
         except ImportError as exc:
             return f"bssl.kernels does not import ({exc}); {self.install_hint}"
         if not kernels.available():
-            return f"the compiled kernel library was not found; {self.install_hint}"
+            return f"bssl.kernels.available() is False (library missing or built from older sources); {self.install_hint}"
         return None
 
     def accepts(self, ref: ModelRef) -> Optional[str]:

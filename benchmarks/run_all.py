@@ -1,0 +1,158 @@
+"""Regenerate the full CPU comparison: backends table, targets, cost growth, per-layer table, plots,
+and the results page docs/results-cpu.md, in one bounded run (about 10 minutes on a quiet 2-core CPU).
+
+    python benchmarks/run_all.py                 # the real thing: 224 px, 1 thread
+    python benchmarks/run_all.py --quick         # a 1-2 minute smoke version (64 px), doc under --out
+
+Numbers are measured here and now, side by side in one run; nothing is copied from elsewhere.
+Sections that cannot run on this machine (e.g. no compiled kernels, no .larq-venv) are reported
+as such in the page instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import bench_backends  # noqa: E402
+
+
+def _section(name: str, fn, timings: Dict[str, float], notes: List[str]):
+    print(f"\n=== {name} ===", flush=True)
+    t0 = time.perf_counter()
+    try:
+        return fn()
+    except (Exception, SystemExit) as exc:  # one section failing must not lose the others
+        msg = f"{name}: not measured ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+        print(msg, file=sys.stderr)
+        traceback.print_exc()
+        notes.append(msg)
+        return None
+    finally:
+        timings[name] = time.perf_counter() - t0
+
+
+def _copy_plot(src: Optional[str], doc_dir: Path, name: str) -> Optional[str]:
+    if not src or not Path(src).is_file():
+        return None
+    doc_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, doc_dir / name)
+    return f"{doc_dir.name}/{name}"
+
+
+def render_page(backends: Optional[Dict[str, Any]], scaling: Optional[Dict[str, Any]], layers: Optional[Dict[str, Any]],
+                plots: Dict[str, str], timings: Dict[str, float], notes: List[str], args) -> str:
+    from bssl.bench import describe_machine, markdown_table
+    from bssl.bench.runner import METHOD
+    from bssl.bench.scaling import scaling_markdown
+    from bssl.utils import code_version
+
+    m = (backends or {}).get("machine") or describe_machine()
+    cmd = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
+    out = [
+        "# bssl on this machine's CPU", "",
+        f"Regenerate with `{cmd}` (total {sum(timings.values()) / 60:.1f} min this time). "
+        f"bssl {code_version()}, measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
+        "## Machine", "",
+        f"- CPU: {m.get('cpu')} ({m.get('arch')}, {m.get('logical_cpus')} logical CPUs"
+        f"{', virtual machine' if m.get('hypervisor') else ''})",
+        f"- SIMD flags that matter here: {' '.join(m.get('simd_flags', [])) or '-'}",
+        f"- threads used: {args.threads}; OS {m.get('os')}; Python {m.get('python')}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()),
+        "",
+        "Timings are wall clock. On a shared or busy machine they are noisy; compare rows of one run only.",
+        "",
+        "## Backends side by side", "",
+    ]
+    if backends:
+        out += [markdown_table(backends), ""]
+        if plots.get("latency"):
+            out += [f"![latency per backend]({plots['latency']})", ""]
+        if plots.get("accuracy"):
+            out += [f"![latency vs accuracy]({plots['accuracy']})", ""]
+    else:
+        out += ["not measured (see notes)", ""]
+    out += ["## Cost growth (latency and memory vs input size and width)", ""]
+    if scaling:
+        out += [f"{scaling['model']}, batch 1; size sweep at width {scaling['size_sweep_width']:g}, width sweep at "
+                f"{scaling['width_sweep_size']} px. Slopes are log-log least squares (2 = grows with pixels / channels²).",
+                "", scaling_markdown(scaling), ""]
+        if plots.get("scaling"):
+            out += [f"![cost growth]({plots['scaling']})", ""]
+    else:
+        out += ["not measured (see notes)", ""]
+    out += ["## Per-layer binary convolutions (benchmarks/bench_layers.py)", ""]
+    out += [layers["markdown"], ""] if layers else ["not measured (see notes)", ""]
+    out += ["## Method", ""] + [f"- {k}: {v}" for k, v in METHOD.items()]
+    out += ["- targets: computed from the rows above (best of the packed backends `kernels`/`tvm` for ReActNet-A "
+            "against the named reference row); 'not measured' when a row is missing, never assumed", ""]
+    out += ["## Run notes", ""] + [f"- {k}: {v:.0f} s" for k, v in timings.items()] + [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes and few runs: checks the pipeline in 1-2 minutes")
+    ap.add_argument("--out", default="runs/bench-all", help="folder for artifacts, JSON and plots")
+    ap.add_argument("--doc", default=None, help="results page (default docs/results-cpu.md; with --quick: OUT/results-cpu.md)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--skip-layers", action="store_true")
+    ap.add_argument("--accuracy-report", default=None, help="JSON with accuracy per model (a run report)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    doc = Path(args.doc) if args.doc else (out / "results-cpu.md" if args.quick else ROOT / "docs" / "results-cpu.md")
+    q = args.quick
+    timings: Dict[str, float] = {}
+    notes: List[str] = []
+
+    bargs = SimpleNamespace(models=bench_backends.DEFAULT_MODELS, backends=bench_backends.DEFAULT_BACKENDS,
+                            threads=args.threads, input_size=64 if q else 224, runs=5 if q else 30,
+                            warmup=1 if q else 5, batch=2 if q else 8, budget=5.0 if q else 20.0,
+                            accuracy_report=args.accuracy_report, out=str(out / "backends"))
+    backends = _section("backends", lambda: bench_backends.run(bargs), timings, notes)
+
+    scaling = None
+    if not args.skip_scaling:
+        from bssl.bench.scaling import run_scaling
+
+        scaling = _section("scaling", lambda: run_scaling(
+            "reactnet-a", ["kernels", "torch"], sizes=[32, 64] if q else [32, 64, 96, 128, 160, 224],
+            widths=[0.25, 0.5] if q else [0.25, 0.5, 0.75, 1.0], threads=args.threads, runs=3 if q else 10,
+            warmup=1 if q else 2, out_dir=out, width_sweep_size=32 if q else 128), timings, notes)
+
+    layers = None
+    if not args.skip_layers:
+        from bssl.bench.layers import layer_report
+
+        layers = _section("layers", lambda: layer_report(
+            threads=args.threads, runs=2 if q else 15, out_dir=out, input_size=64 if q else 224,
+            width=0.5 if q else 1.0), timings, notes)
+
+    doc_dir = doc.parent / doc.stem
+    plots = {k: v for k, v in {
+        "latency": _copy_plot((backends or {}).get("files", {}).get("latency_plot"), doc_dir, "latency.png"),
+        "accuracy": _copy_plot((backends or {}).get("files", {}).get("accuracy_plot"), doc_dir, "latency-accuracy.png"),
+        "scaling": _copy_plot((scaling or {}).get("files", {}).get("plot"), doc_dir, "scaling.png"),
+    }.items() if v}
+    from bssl.utils import atomic_path
+
+    page = render_page(backends, scaling, layers, plots, timings, notes, args)
+    with atomic_path(doc) as tmp:
+        tmp.write_text(page)
+    print(f"\nwrote {doc} ({sum(timings.values()) / 60:.1f} min)")
+    return 0 if backends else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
