@@ -18,6 +18,15 @@ from bssl.data.voc import VOC_CLASSES
 from bssl.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waits on the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _img(rng, size=16):
     return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
 

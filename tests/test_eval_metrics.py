@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from bssl.errors import UserError
 from bssl.eval.features import Features, check_finite
@@ -10,6 +11,15 @@ from bssl.eval.knn import knn_scores, knn_topk
 from bssl.eval.linear import train_linear
 from bssl.eval.metrics import average_precision, mean_average_precision, rankme, topk_accuracy, voc_labels
 from bssl.eval.svm import svm_protocol
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waits on the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_average_precision_matches_hand_computed_envelope():

@@ -14,6 +14,15 @@ from bssl.eval import OnnxExtractor, TorchExtractor, evaluate, load_feature_extr
 from bssl.eval.context import EvalContext
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waits on the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_net(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
@@ -43,7 +52,6 @@ def onnx_model(tmp_path_factory):
 
 
 def test_evaluate_all_protocols_writes_reports(tmp_path):
-    torch.set_num_threads(1)
     protocols = ["linear", "knn", "svm", "fewshot", "rankme", "transfer", "semisup"]
     res = evaluate(tiny_net(), tiny_cfg(), protocols, tmp_path)
     assert list(res) == protocols

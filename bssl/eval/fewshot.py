@@ -73,7 +73,7 @@ def fewshot_protocol(train: Features, test: Features, ks: Sequence[int] = (1, 2,
         n_pos = (lab_tr == 1).sum(0)
         raise UserError(f"few-shot: every k in {ks} exceeds the positives of some class "
                         f"(fewest positives: {int(n_pos[valid].min())}); choose smaller eval.fewshot_k")
-    par = Parallel(n_jobs=n_jobs)
+    par = Parallel(n_jobs=n_jobs, prefer="threads")
     if cost_selection == "test":
         jobs = [(t, cost) for t in tasks for cost in costs]
         fits = par(delayed(fit_single)(x_tr, lab_tr[:, t[2]], t[3], cost, seed + t[1]) for t, cost in jobs)
@@ -125,7 +125,8 @@ def run_fewshot(ctx) -> dict:
     name, root = ctx.multilabel_source()
     train, test = ctx.pair(name, root, prefix="multilabel_")
     res = fewshot_protocol(train, test, ks=ctx.get("fewshot_k", (1, 2, 4, 8, 16, 32, 64, 96)),
-                           samples=int(ctx.get("fewshot_samples", 5)), costs=ctx.get("svm_costs", (0.01, 0.1, 1.0, 10.0)),
+                           samples=int(ctx.get("fewshot_samples", 5)),
+                           costs=ctx.get("fewshot_costs") or ctx.get("svm_costs", (0.01, 0.1, 1.0, 10.0)),
                            max_negatives=int(ctx.get("fewshot_max_negatives", 19000)),
                            folds=int(ctx.get("svm_folds", 3)), seed=ctx.seed, n_jobs=ctx.jobs,
                            default_cost=float(ctx.get("svm_default_cost", 1.0)),

@@ -128,7 +128,7 @@ def svm_protocol(train: Features, test: Features, costs: Sequence[float] = (0.01
     x_tr, x_te = l2_normalise(train.features), l2_normalise(test.features)
     lab_tr, lab_te = protocol_labels(train), protocol_labels(test)
     valid, skipped = usable_classes(lab_tr, train.classes)
-    models = Parallel(n_jobs=n_jobs)(
+    models = Parallel(n_jobs=n_jobs, prefer="threads")(
         delayed(fit_class)(x_tr, lab_tr[:, c], None, costs, folds, seed, default_cost) for c in valid)
     scores = _scores(models, x_te)
     m, aps = mean_average_precision(scores, lab_te[:, valid])
