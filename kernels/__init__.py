@@ -22,6 +22,7 @@ from .ops import (
     peak_xor_popcount,
     set_isa,
     supported_isas,
+    thread_min_work,
     threshold_from_affine,
     unpack_activations,
     unpack_bits,
@@ -32,6 +33,6 @@ from .ops import (
 __all__ = [
     "ISAS", "OUT_MODES", "KernelsUnavailable", "PackedConv2d", "PackedLinear", "available", "best_isa",
     "bconv2d", "bgemm", "find_library", "get_isa", "pack_activations", "pack_bits", "pack_weights",
-    "peak_xor_popcount", "set_isa", "supported_isas", "threshold_from_affine", "unpack_activations",
+    "peak_xor_popcount", "set_isa", "supported_isas", "thread_min_work", "threshold_from_affine", "unpack_activations",
     "unpack_bits", "use_isa", "words",
 ]

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 _NAMES = {"linux": "libbssl_kernels.so", "darwin": "libbssl_kernels.dylib", "win32": "bssl_kernels.dll"}
 LIB_NAME = _NAMES.get(sys.platform, "libbssl_kernels.so")
 
@@ -91,6 +91,8 @@ def _declare(lib: ctypes.CDLL) -> None:
             c.c_int,
             [P, c.c_int64, c.c_int32, P, c.c_int32, c.c_int32, c.c_int32, P, P, P, P, P, c.c_int32],
         ),
+        "bssl_thread_min_work_get": (c.c_int64, []),
+        "bssl_thread_min_work_set": (c.c_int, [c.c_int64]),
         "bssl_peak_xor_popcount": (c.c_uint64, [c.c_int64, c.POINTER(c.c_int64)]),
     }
     for name, (res, args) in sig.items():

@@ -100,6 +100,17 @@ def use_isa(name: str) -> Iterator[None]:
         set_isa(prev)
 
 
+def thread_min_work(words: Optional[int] = None) -> int:
+    """Get (and with `words`, set) the work in word-XORs below which a call uses fewer threads
+    than asked (default 2^18; 0 splits every call; env BSSL_KERNELS_THREAD_WORK)."""
+    lib = _L()
+    if words is not None:
+        if int(words) < 0:
+            raise ValueError(f"thread_min_work: expected >= 0, got {words}")
+        _check(lib.bssl_thread_min_work_set(int(words)), "thread_min_work")
+    return int(lib.bssl_thread_min_work_get())
+
+
 def peak_xor_popcount(iters: int = 10_000_000) -> Tuple[int, int]:
     """Run the register-only XOR+popcount+add loop of the current path; returns (bit MACs, checksum)."""
     ops = ctypes.c_int64(0)

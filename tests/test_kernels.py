@@ -69,8 +69,17 @@ def test_conv_all_modes_match_float_reference(isa, shape):
         assert torch.equal(K.unpack_bits(bits, o), torch.where(want < 0, -1.0, 1.0).float())
 
 
+@pytest.fixture
+def split_every_call():
+    """Make even tiny test layers use every thread asked for."""
+    old = K.thread_min_work()
+    K.thread_min_work(0)
+    yield
+    K.thread_min_work(old)
+
+
 @pytest.mark.parametrize("isa", ISAS)
-def test_threads_and_torch_numpy_agree(isa):
+def test_threads_and_torch_numpy_agree(isa, split_every_call):
     g = torch.Generator().manual_seed(3)
     x, wt = torch.randn(2, 96, 11, 9, generator=g), torch.randn(40, 96, 3, 3, generator=g)
     with K.use_isa(isa):
@@ -95,7 +104,7 @@ def test_threads_and_torch_numpy_agree(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_bgemm_matches_matmul(isa):
+def test_bgemm_matches_matmul(isa, split_every_call):
     g = torch.Generator().manual_seed(4)
     a, w = torch.randn(37, 150, generator=g), torch.randn(45, 150, generator=g)
     ref = sgn(a) @ sgn(w).T
@@ -176,6 +185,25 @@ def test_bad_input_raises_clear_errors():
 def test_peak_loop_counts_work():
     ops, _ = K.peak_xor_popcount(1000)
     assert ops >= 1000 * 64
+
+
+FORK_SCRIPT = """
+import os, sys, torch, bssl.kernels as K
+K.thread_min_work(0)
+layer = K.PackedConv2d.from_float(torch.randn(64, 64, 3, 3), 1, 1, out="float")
+x = torch.randn(2, 9, 9, 64)
+ref = layer.apply_float(x, threads=3)  # starts the worker pool
+pid = os.fork()
+if pid == 0:  # the child has no pool threads; it must make its own, not wait on the parent's
+    os._exit(0 if torch.equal(layer.apply_float(x, threads=3), ref) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_thread_pool_survives_fork():
+    r = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
 
 
 def _py(code, **env):

@@ -31,7 +31,7 @@ extern "C" {
 #define BSSL_API __attribute__((visibility("default")))
 #endif
 
-#define BSSL_KERNELS_ABI_VERSION 2
+#define BSSL_KERNELS_ABI_VERSION 3
 
 /* code paths */
 #define BSSL_ISA_SCALAR 0 /* portable C reference */
@@ -50,7 +50,6 @@ extern "C" {
 #define BSSL_EARG (-1)    /* bad argument (shape, pointer, mode) */
 #define BSSL_EISA (-2)    /* code path not compiled in or not supported by this CPU */
 #define BSSL_ENOMEM (-3)  /* allocation failed */
-#define BSSL_ETHREAD (-4) /* thread creation failed */
 
 BSSL_API int bssl_abi_version(void);
 BSSL_API const char *bssl_last_error(void);
@@ -100,6 +99,12 @@ BSSL_API int bssl_bgemm(const uint64_t *a, int64_t m, int32_t kw, const uint64_t
                         int32_t n_out, int32_t kreal, int32_t mode, const float *mul,
                         const float *add, const int32_t *thr, const uint8_t *flip, void *out,
                         int32_t threads);
+
+/* Threads: a call uses at most `threads` threads (persistent workers, woken per call) and only
+ * as many as have min_work word-XORs each (default 2^18, ~16M binary MACs; env
+ * BSSL_KERNELS_THREAD_WORK; 0 = always split). */
+BSSL_API int64_t bssl_thread_min_work_get(void);
+BSSL_API int bssl_thread_min_work_set(int64_t words);
 
 /* Peak microbenchmark: `iters` rounds of register-resident XOR + popcount + add on the current
  * path, as the kernels use them; returns a checksum, *bit_ops gets the binary MACs done. */

@@ -185,6 +185,119 @@ static void *worker(void *arg) {
   return NULL;
 }
 
+/* smallest work (word XORs) worth an extra thread; BSSL_KERNELS_THREAD_WORK overrides */
+static int64_t g_min_work = -1;
+
+int64_t bssl_thread_min_work_get(void) {
+  int64_t v = __atomic_load_n(&g_min_work, __ATOMIC_RELAXED);
+  if (v >= 0) return v;
+  v = 1 << 18;
+  const char *env = getenv("BSSL_KERNELS_THREAD_WORK");
+  if (env && *env) {
+    char *end = NULL;
+    const long long e = strtoll(env, &end, 10);
+    if (end && *end == 0 && e >= 0) v = e;
+  }
+  __atomic_store_n(&g_min_work, v, __ATOMIC_RELAXED);
+  return v;
+}
+
+int bssl_thread_min_work_set(int64_t words) {
+  if (words < 0) return fail(BSSL_EARG, "thread_min_work must be >= 0");
+  __atomic_store_n(&g_min_work, words, __ATOMIC_RELAXED);
+  return 0;
+}
+
+/* ---- persistent worker threads ----
+ * Creating threads per call costs tens of microseconds, as much as a small layer takes, so
+ * workers are created once and woken per call. Parallel calls from several caller threads are
+ * serialised; a forked child (e.g. a torch DataLoader worker) starts with an empty pool. */
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t start, done;
+  int alive;        /* worker threads running */
+  uint64_t gen;     /* job generation */
+  int pending;      /* workers that have not finished the current generation */
+  work_t *jobs;     /* worker i (1-based) runs jobs[i] when i < njobs */
+  int64_t njobs;
+} pool_t;
+
+static pool_t g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                        0, 0, 0, NULL, 0};
+static pthread_mutex_t g_call_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+
+static void pool_after_fork_child(void) {
+  pthread_mutex_init(&g_pool.mu, NULL);
+  pthread_cond_init(&g_pool.start, NULL);
+  pthread_cond_init(&g_pool.done, NULL);
+  pthread_mutex_init(&g_call_mu, NULL);
+  g_pool.alive = 0;
+  g_pool.pending = 0;
+  g_pool.jobs = NULL;
+  g_pool.njobs = 0;
+}
+
+static void pool_register_fork(void) { pthread_atfork(NULL, NULL, pool_after_fork_child); }
+
+/* generation current when worker i was created: it owes the jobs of every later one */
+static uint64_t g_born_gen[65];
+
+static void *pool_main(void *arg) {
+  const int idx = (int)(intptr_t)arg;
+  pthread_mutex_lock(&g_pool.mu);
+  uint64_t seen = g_born_gen[idx];
+  for (;;) {
+    while (g_pool.gen == seen) pthread_cond_wait(&g_pool.start, &g_pool.mu);
+    seen = g_pool.gen;
+    if (idx < g_pool.njobs) {
+      work_t *job = &g_pool.jobs[idx];
+      pthread_mutex_unlock(&g_pool.mu);
+      worker(job);
+      pthread_mutex_lock(&g_pool.mu);
+    }
+    if (--g_pool.pending == 0) pthread_cond_signal(&g_pool.done);
+  }
+  return NULL;
+}
+
+/* runs jobs[0] on the caller and jobs[1..] on pool workers; returns how many jobs ran (all
+ * unless the pool could not grow, then the caller runs the rest) */
+static int64_t run_jobs(work_t *jobs, int64_t n) {
+  if (n <= 1) {
+    worker(&jobs[0]);
+    return n;
+  }
+  pthread_once(&g_fork_once, pool_register_fork);
+  pthread_mutex_lock(&g_call_mu);
+  pthread_mutex_lock(&g_pool.mu);
+  while (g_pool.alive < n - 1) {
+    pthread_t tid;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    g_born_gen[g_pool.alive + 1] = g_pool.gen;
+    const int ok = pthread_create(&tid, &attr, pool_main, (void *)(intptr_t)(g_pool.alive + 1)) == 0;
+    pthread_attr_destroy(&attr);
+    if (!ok) break;
+    g_pool.alive++;
+  }
+  if (g_pool.alive < n - 1) n = g_pool.alive + 1; /* fewer threads than asked: the jobs merge below */
+  g_pool.jobs = jobs;
+  g_pool.njobs = n;
+  g_pool.pending = g_pool.alive;
+  g_pool.gen++;
+  pthread_cond_broadcast(&g_pool.start);
+  pthread_mutex_unlock(&g_pool.mu);
+  worker(&jobs[0]);
+  pthread_mutex_lock(&g_pool.mu);
+  while (g_pool.pending > 0) pthread_cond_wait(&g_pool.done, &g_pool.mu);
+  g_pool.jobs = NULL;
+  pthread_mutex_unlock(&g_pool.mu);
+  pthread_mutex_unlock(&g_call_mu);
+  return n;
+}
+
 static int check_mode(int32_t mode, const float *mul, const float *add, const int32_t *thr,
                       const uint8_t *flip, const void *out) {
   if (!out) return fail(BSSL_EARG, "output buffer is NULL");
@@ -270,24 +383,18 @@ static int bconv(const uint64_t *x, const float *xf, const float *bias, int32_t 
   a.out_words = (out_channels + 63) / 64;
 
   const int64_t ntiles = ((int64_t)n * ho * wo + impl->mr - 1) / impl->mr;
-  /* each thread takes a contiguous range of tiles, i.e. a band of output rows */
+  /* each thread takes a contiguous range of tiles, i.e. a band of output rows; a thread is only
+   * worth waking for about 2^18 word-XORs (~16M binary MACs) of work */
+  const int64_t work = ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * a.k_words;
+  const int64_t min_work = bssl_thread_min_work_get();
   int64_t nth = threads < ntiles ? threads : ntiles;
-  if (nth > 256) nth = 256;
-  work_t works[256];
-  pthread_t tids[256];
+  if (min_work > 0 && nth > work / min_work) nth = work / min_work > 1 ? work / min_work : 1;
+  if (nth > 64) nth = 64;
+  work_t works[64];
   for (int64_t i = 0; i < nth; i++)
     works[i] = (work_t){impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles * i / nth, ntiles * (i + 1) / nth};
-  int64_t started = 0;
-  rc = 0;
-  for (int64_t i = 1; i < nth; i++) {
-    if (pthread_create(&tids[i], NULL, worker, &works[i]) != 0) {
-      rc = fail(BSSL_ETHREAD, "bconv2d: could not start thread %d", (int)i);
-      break;
-    }
-    started = i;
-  }
-  if (rc == 0) worker(&works[0]);
-  for (int64_t i = 1; i <= started; i++) pthread_join(tids[i], NULL);
+  const int64_t ran = run_jobs(works, nth);
+  for (int64_t i = ran; i < nth; i++) worker(&works[i]); /* the pool could not grow that far */
   free(padded);
   return rc;
 }

@@ -170,6 +170,7 @@ done_direct:;
 
 int main(int argc, char **argv) {
   const int cases = argc > 1 ? atoi(argv[1]) : 60;
+  bssl_thread_min_work_set(0); /* split even the tiny test layers over the requested threads */
   int isas[BSSL_ISA_COUNT], nisa = 0;
   printf("bssl kernels ABI %d, best path %s; testing:", bssl_abi_version(), bssl_isa_name(bssl_isa_best()));
   for (int i = 0; i < BSSL_ISA_COUNT; i++)
