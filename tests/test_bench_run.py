@@ -80,3 +80,25 @@ def test_cli_list_backends(capsys):
     assert _cli(["--list-backends", "x"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime-int8" in out and "torch" in out
+
+
+def test_checkpoints_as_the_pipeline_passes_them(tmp_path):
+    """`bssl run` hands over a student checkpoint and a teacher file (here a torchvision state dict)."""
+    import torch
+    import torchvision
+
+    from bssl.models import build_model, save_student
+
+    student = build_model("reactnet-a", input_size=32, width=0.25)
+    save_student(tmp_path / "student.pt", student, {"test": True})
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "teacher.pth")
+    rep = run_benchmarks([str(tmp_path / "student.pt"), str(tmp_path / "teacher.pth")], ["torch"], threads=1,
+                         input_size=32, runs=2, warmup=0, out_dir=tmp_path / "bench", batch_sizes=(1,), progress=False)
+    s, t = rep["rows"]
+    assert s["status"] == "ok" and t["status"] == "ok", (s.get("reason"), t.get("reason"))
+    assert s["model_kind"] == "student" and s["arch"] == "reactnet-a" and s["width"] == 0.25
+    assert t["model_kind"] == "teacher" and t["bytes"] > 40e6
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"weights": torch.zeros(3)}, bogus)
+    with pytest.raises(UserError):
+        run_benchmarks([str(bogus)], ["torch"], input_size=32, runs=1, warmup=0, out_dir=tmp_path, progress=False)

@@ -36,8 +36,15 @@ def markdown_table(report: Dict[str, Any]) -> str:
     head = ["model", "backend", "p50 ms", "p90 ms", "min ms", f"img/s @{batch}", "peak MB", "size MB", "OPs", "params",
             "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    reasons: List[str] = []  # long reasons once, below the table
     for r in report.get("rows", []):
         ok = r.get("status") == "ok"
+        note = ""
+        if not ok:
+            text = f"{r.get('status')}: {r.get('reason', '')}".replace("|", "/")
+            if text not in reasons:
+                reasons.append(text)
+            note = f"{r.get('status')} [{reasons.index(text) + 1}]"
         size = r.get("bytes")
         cells = [
             r["model"], r["backend"],
@@ -45,10 +52,12 @@ def markdown_table(report: Dict[str, Any]) -> str:
             _fmt(r.get("min_ms")) if ok else "-", _fmt(r.get("throughput_ips")) if ok else "-",
             _fmt(r.get("peak_mem_mb")), _fmt(size / 2**20) if size else "-",
             _fmt(r.get("ops")), _fmt(r.get("params")),
-            "" if ok else f"{r.get('status')}: {r.get('reason', '')}".replace("|", "/"),
+            note,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n"
+    if reasons:
+        out += "\n" + "\n".join(f"[{i + 1}] {t}  " for i, t in enumerate(reasons)) + "\n"
     if s:
         out += (f"\nInput {s.get('input_size')}x{s.get('input_size')}, {s.get('threads')} thread(s), "
                 f"latency at batch {(s.get('batch_sizes') or [1])[0]} over {s.get('runs')} runs after "

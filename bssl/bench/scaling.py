@@ -89,6 +89,7 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     titles = {"input_size": f"input size (width {report['size_sweep_width']:g})",
@@ -106,6 +107,10 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
                 ax.plot(xs, ys, "o-", label=f"{b} (slope {slope:.2f})" if slope is not None else b)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for a in (ax.xaxis, ax.yaxis):  # plain numbers, not 2.5x10^2, on short log ranges
+                a.set_major_formatter(ScalarFormatter())
+                a.set_minor_formatter(ScalarFormatter())
+            ax.tick_params(which="minor", labelsize=7)
             ax.set_xlabel(titles[axis])
             ax.set_ylabel(label)
             ax.grid(True, which="both", alpha=0.3)
@@ -123,7 +128,7 @@ def scaling_markdown(report: Dict[str, Any]) -> str:
     lines = ["| sweep | value | backend | p50 ms | peak MB | OPs | note |", "|---|---|---|---|---|---|---|"]
     for p in report["points"]:
         f = lambda v, d=3: "-" if v is None else f"{v:.{d}g}"  # noqa: E731
-        note = "" if p["status"] == "ok" else f"{p['status']}: {p.get('reason', '')}".replace("|", "/")
+        note = "" if p["status"] == "ok" else f"{p['status']}: {(p.get('reason') or '')[:80]}".replace("|", "/")
         lines.append(f"| {p['axis']} | {p['value']:g} | {p['backend']} | {f(p['p50_ms'])} | {f(p['peak_mem_mb'])} | "
                      f"{f(p['ops'])} | {note} |")
     lines += ["", "| sweep | backend | latency slope | memory slope | OPs slope |", "|---|---|---|---|---|"]
