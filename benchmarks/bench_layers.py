@@ -175,6 +175,8 @@ def summarize(rows, peak_macs=None):
     out["speedup_vs_torch"] = out["torch_s"] / out["kernels_s"]
     out["conv_speedup_vs_torch"] = out["torch_s"] / out["conv_s"]
     out["kernels_macs_per_s"] = macs / out["conv_s"]
+    # the sum is dominated by the slowest torch layers; the geometric mean weighs every distinct layer alike
+    out["geomean_layer_speedup_vs_torch"] = float(np.exp(np.mean([np.log(r["torch_s"] / r["kernels_s"]) for r in rows])))
     if all("lce_s" in r for r in rows):
         out["lce_s"] = tot("lce_s")
         out["speedup_vs_lce"] = out["lce_s"] / out["kernels_s"]
@@ -184,6 +186,10 @@ def summarize(rows, peak_macs=None):
         out["macs_per_s_3x3"] = m3 / sum(r["conv_s"] * r["count"] for r in r3)
         out["peak_fraction_3x3"] = out["macs_per_s_3x3"] / peak_macs
         out["min_peak_fraction_3x3_layer"] = min(r["macs"] / r["conv_s"] / peak_macs for r in r3)
+        # 32-channel layers fill half of each 64-bit word: at most 50% of the peak in real MACs
+        full = [r for r in r3 if r["c"] % 64 == 0]
+        if full:
+            out["min_peak_fraction_3x3_layer_c64"] = min(r["macs"] / r["conv_s"] / peak_macs for r in full)
     return out
 
 
@@ -260,12 +266,15 @@ def main(argv=None):
         print_table(run["layers"], t, pk if t == 1 else None, lce is not None)
 
     print(f"\npeak XOR+popcount loop ({K.get_isa()}, 1 core): {pk / 1e9:.0f} G binary MACs/s")
-    print(f"{'threads':>7}{'torch ms':>10}{'kern ms':>9}{'conv ms':>9}{'x torch':>9}{'x lce':>7}{'G MAC/s':>9}{'3x3 %peak':>10}")
+    print(f"{'threads':>7}{'clock':>6}{'torch ms':>10}{'kern ms':>9}{'conv ms':>9}{'x torch':>9}{'geomean':>8}{'x lce':>7}"
+          f"{'G MAC/s':>9}{'3x3 %peak':>10}{'min 3x3':>8}")
     for t in args.threads:
-        s = report["runs"][str(t)]["summary"]
-        print(f"{t:>7}{s['torch_s'] * 1e3:>10.2f}{s['kernels_s'] * 1e3:>9.2f}{s['conv_s'] * 1e3:>9.2f}"
-              f"{s['speedup_vs_torch']:>9.1f}{s.get('speedup_vs_lce', float('nan')):>7.1f}"
-              f"{s['kernels_macs_per_s'] / 1e9:>9.0f}{100 * s.get('peak_fraction_3x3', float('nan')):>10.0f}")
+        run = report["runs"][str(t)]
+        s = run["summary"]
+        print(f"{t:>7}{run['clock']:>6}{s['torch_s'] * 1e3:>10.2f}{s['kernels_s'] * 1e3:>9.2f}{s['conv_s'] * 1e3:>9.2f}"
+              f"{s['speedup_vs_torch']:>9.1f}{s['geomean_layer_speedup_vs_torch']:>8.1f}{s.get('speedup_vs_lce', float('nan')):>7.1f}"
+              f"{s['kernels_macs_per_s'] / 1e9:>9.0f}{100 * s.get('peak_fraction_3x3', float('nan')):>10.0f}"
+              f"{100 * s.get('min_peak_fraction_3x3_layer', float('nan')):>8.0f}")
     if len(args.threads) > 1:
         t0 = args.threads[0]
         base = report["runs"][str(t0)]["summary"]["kernels_s"]
@@ -274,7 +283,10 @@ def main(argv=None):
     if 1 in args.threads:
         s = report["runs"]["1"]["summary"]
         checks = {"sum >= 12x torch FP32 (1 thread)": s["speedup_vs_torch"] >= TARGETS["vs_torch"],
-                  "3x3 layers >= 50% of peak (1 thread)": s.get("min_peak_fraction_3x3_layer", 0) >= TARGETS["peak_fraction_3x3"]}
+                  "all 3x3 layers together >= 50% of peak (1 thread)": s.get("peak_fraction_3x3", 0) >= TARGETS["peak_fraction_3x3"],
+                  "every 3x3 layer >= 50% of peak (1 thread)": s.get("min_peak_fraction_3x3_layer", 0) >= TARGETS["peak_fraction_3x3"],
+                  "every 3x3 layer with C % 64 == 0 >= 50% of peak (1 thread)":
+                      s.get("min_peak_fraction_3x3_layer_c64", 0) >= TARGETS["peak_fraction_3x3"]}
         if "speedup_vs_lce" in s:
             checks["sum >= 30x LCE (1 thread)"] = s["speedup_vs_lce"] >= TARGETS["vs_lce"]
         report["targets_met"] = checks
