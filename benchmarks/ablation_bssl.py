@@ -94,6 +94,21 @@ def run_task(cfg: Dict[str, Any], row: str, seed: int, teacher: str, out: str, t
     return result
 
 
+def teacher_task(cfg: Dict[str, Any], teacher: str, out: str, threads: int) -> Dict[str, Any]:
+    """Ceiling reference: the FP teacher's own features, evaluated once."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from bssl.utils import write_json
+
+    done = Path(out) / "teacher_eval.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    result = _evaluate(teacher, cfg, Path(out) / "teacher_eval")
+    write_json(done, result)
+    return result
+
+
 def random_student_task(cfg: Dict[str, Any], seed: int, out: str, threads: int) -> Dict[str, Any]:
     """Floor reference: the untrained binary student (same architecture), evaluated as is."""
     import torch
@@ -132,7 +147,8 @@ def summarise(results: List[Dict[str, Any]], teacher_scores: Dict[str, float]) -
     for row, rs in by_row.items():
         summary[row] = {p: _stats([r[p] for r in sorted(rs, key=lambda x: x["seed"])]) for p in PROTOCOLS}
         summary[row]["seeds"] = sorted(r["seed"] for r in rs)
-    summary["fp-teacher"] = {p: _stats([teacher_scores[p]]) for p in PROTOCOLS}
+    if teacher_scores:
+        summary["fp-teacher"] = {p: _stats([teacher_scores[p]]) for p in PROTOCOLS}
     return summary
 
 
@@ -203,7 +219,7 @@ def markdown(summary: Dict[str, Any], claims: List[Dict[str, Any]], meta: Dict[s
 
 def main(argv=None) -> int:
     from bssl.config import apply_overrides, load_preset
-    from bssl.utils import write_json
+    from bssl.utils import atomic_path, write_json
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="cpu")
@@ -215,6 +231,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="row/seed runs in parallel (processes)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
     ap.add_argument("--device", default=None, help="run.device for all runs (auto, cpu, cuda)")
+    ap.add_argument("--teacher-workers", type=int, default=None, help="data loader workers for the teacher's training")
     ap.add_argument("--machine", default=None, help="description of the machine for the report")
     args = ap.parse_args(argv)
 
@@ -232,45 +249,53 @@ def main(argv=None) -> int:
         from bssl.teachers import train_teacher
 
         tdir = out / "teacher"
-        res = train_teacher(cfg, tdir, resume=(tdir / "teacher.pt").exists())
+        tcfg = apply_overrides(cfg, [f"data.workers={args.teacher_workers}"] if args.teacher_workers else [])
+        res = train_teacher(tcfg, tdir, resume=(tdir / "teacher.pt").exists())
         teacher = Path(res["checkpoint"])
         print(f"teacher: {teacher} (kNN {res.get('knn_acc')})", flush=True)
-    teacher_scores_path = out / "teacher_eval.json"
-    if teacher_scores_path.exists():
-        teacher_scores = json.loads(teacher_scores_path.read_text())
-    else:
-        teacher_scores = _evaluate(str(teacher), cfg, out / "teacher_eval")
-        write_json(teacher_scores_path, teacher_scores)
-
-    tasks = [(row, s) for s in args.seeds for row in args.rows]
-    results: List[Dict[str, Any]] = []
-    import multiprocessing as mp
-
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futs = {pool.submit(run_task, cfg, row, s, str(teacher), str(out), threads): (row, s) for row, s in tasks}
-        futs.update({pool.submit(random_student_task, cfg, s, str(out), threads): ("random-student", s)
-                     for s in args.seeds})
-        for fut in as_completed(futs):
-            row, s = futs[fut]
-            r = fut.result()
-            results.append(r)
-            print(f"[{time.time() - t0:7.1f}s] {row:26s} seed {s}: linear {100 * r['linear']:.2f}  "
-                  f"svm {100 * r['svm']:.2f}", flush=True)
-
-    summary = summarise(results, teacher_scores)
-    claims = checks(summary)
     d = cfg["distill"]
     meta = {"preset": args.preset, "seeds": args.seeds, "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
             "machine": args.machine or f"{os.cpu_count()} CPU cores",
             "linear_dataset": cfg["data"].get("dataset"), "svm_dataset": cfg.get("eval", {}).get("multilabel_dataset"),
             "teacher": f"{cfg['teacher'].get('method')} {cfg['teacher'].get('arch')}, {cfg['teacher'].get('epochs')} epochs",
             "student": f"{d.get('student')} width {d.get('width')}, {d.get('epochs_stage1')}+{d.get('epochs_stage2')} epochs",
-            "seconds": round(time.time() - t0, 1), "overrides": args.overrides}
-    report = {"meta": meta, "summary": summary, "claims": claims, "runs": sorted(results, key=lambda r: (r["row"], r["seed"])),
-              "teacher_eval": teacher_scores}
-    write_json(out / "ablation.json", report)
-    md = markdown(summary, claims, meta)
-    (out / "ablation.md").write_text(md)
+            "overrides": args.overrides}
+
+    def write_report(results, teacher_scores):
+        """Rewritten after every finished run, so an interrupted benchmark still leaves its table."""
+        summary = summarise(results, teacher_scores)
+        claims = checks(summary)
+        meta["seconds"] = round(time.time() - t0, 1)
+        meta["complete"] = len(results) == len(tasks) + len(args.seeds)
+        write_json(out / "ablation.json", {"meta": meta, "summary": summary, "claims": claims,
+                                           "runs": sorted(results, key=lambda r: (r["row"], r["seed"])),
+                                           "teacher_eval": teacher_scores})
+        md = markdown(summary, claims, meta)
+        with atomic_path(out / "ablation.md") as tmp:
+            tmp.write_text(md)
+        return md
+
+    # required rows first (all seeds), so a cut-short run still has the main table
+    tasks = [(row, s) for row in args.rows for s in args.seeds]
+    results: List[Dict[str, Any]] = []
+    teacher_scores: Dict[str, float] = {}
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futs = {pool.submit(teacher_task, cfg, str(teacher), str(out), threads): ("fp-teacher", 0)}
+        futs.update({pool.submit(run_task, cfg, row, s, str(teacher), str(out), threads): (row, s) for row, s in tasks})
+        futs.update({pool.submit(random_student_task, cfg, s, str(out), threads): ("random-student", s)
+                     for s in args.seeds})
+        for fut in as_completed(futs):
+            row, s = futs[fut]
+            r = fut.result()
+            if row == "fp-teacher":
+                teacher_scores = r
+            else:
+                results.append(r)
+            print(f"[{time.time() - t0:7.1f}s] {row:26s} seed {s}: linear {100 * r['linear']:.2f}  "
+                  f"svm {100 * r['svm']:.2f}", flush=True)
+            md = write_report(results, teacher_scores)
     print(md)
     return 0
 
