@@ -1,0 +1,80 @@
+"""Export a binary student for deployment: ONNX (standard / packed), TVM libraries, LCE .tflite.
+
+    from bssl.export import export_model
+    export_model("runs/x/student.pt", "tvm", "exports/", target="aarch64")
+
+`export_model(checkpoint_or_model, fmt, out_dir, target=None, **opts) -> dict` with keys
+`format`, `path`, `bytes`, `target` and the checks done (equivalence against the PyTorch
+student, popcount instructions in ARM libraries, ...). Formats are registered in FORMATS;
+details and op schema: docs/export.md. Heavy imports (onnx, tvm) happen per format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from ..errors import UserError
+from ..registry import Registry
+from . import ops  # registers the bssl::binary_conv2d torch op
+
+FORMATS: Registry = Registry("export format")
+
+# File or folder name of each format inside out_dir.
+OUTPUT_NAMES = {"onnx": "model.onnx", "onnx-packed": "model.packed.onnx", "lce": "model.tflite"}
+
+
+def output_path(out_dir: Path, fmt: str, target: Optional[str] = None) -> Path:
+    if fmt == "tvm":
+        return Path(out_dir) / f"tvm-{target}"
+    return Path(out_dir) / OUTPUT_NAMES[fmt]
+
+
+@FORMATS.register("onnx")
+def _onnx(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
+    from .onnx_export import export_onnx
+
+    return export_onnx(src, output_path(out_dir, "onnx"), packed=False, **opts)
+
+
+@FORMATS.register("onnx-packed")
+def _onnx_packed(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
+    from .onnx_export import export_onnx
+
+    return export_onnx(src, output_path(out_dir, "onnx-packed"), packed=True, **opts)
+
+
+@FORMATS.register("tvm")
+def _tvm(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
+    from .targets import get_target
+    from .tvm_export import export_tvm
+
+    name = get_target(target or "x86-64").name
+    return export_tvm(src, output_path(out_dir, "tvm", name), name, **opts)
+
+
+@FORMATS.register("lce")
+def _lce(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
+    from .lce import export_lce
+
+    return export_lce(src, output_path(out_dir, "lce"), **opts)
+
+
+def export_model(checkpoint_or_model, fmt: str, out_dir, target: Optional[str] = None, **opts) -> Dict[str, Any]:
+    """Export a student (checkpoint path or nn.Module) in format `fmt` into `out_dir`.
+
+    opts per format: check_samples (random inputs compared with PyTorch; 0 = skip), seed,
+    input_size; tvm: batch; onnx*: opset; lce: larq_python.
+    """
+    exporter: Callable[..., Dict[str, Any]] = FORMATS.get(fmt)
+    if target is not None and fmt != "tvm":
+        raise UserError(f"--target applies to the tvm format only, not {fmt!r}")
+    from .fold import load_student_model
+
+    model = load_student_model(checkpoint_or_model)
+    result = exporter(model, Path(out_dir), target=target, **opts)
+    result.setdefault("target", target)
+    return result
+
+
+__all__ = ["FORMATS", "export_model", "output_path"]

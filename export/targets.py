@@ -79,7 +79,7 @@ def get_target(name: str) -> Target:
                       KernelConfig(lanes=8, xtile=2))
     if name == "armv7":
         return Target(name, {"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mcpu": "cortex-a7",
-                             "mattr": ["+neon", "+vfp4"]},
+                             "mattr": ["+neon", "+vfp4"], "mfloat-abi": "hard"},
                       "arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf", "arm-linux-gnueabihf-objdump", "arm",
                       KernelConfig(lanes=4, xtile=2))
     raise UserError(f"unknown TVM target {name!r}; known: {', '.join(TARGET_NAMES)}")

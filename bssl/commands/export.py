@@ -1,0 +1,75 @@
+"""`bssl export`: a student checkpoint -> ONNX, packed ONNX, TVM libraries, LCE .tflite.
+
+    bssl export --checkpoint S --format F [--target T] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UserError
+from . import add_preset_arguments, add_report_argument, config_from_args
+
+HELP = "export a student: onnx, onnx-packed (1-bit ai.bssl nodes), tvm (x86-64/aarch64/armv7 library), lce (.tflite)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, help="student checkpoint written by bssl distill")
+    p.add_argument("--format", dest="formats", action="append", default=None, metavar="F",
+                   help="onnx, onnx-packed, tvm, lce or all; repeatable or comma-separated (default [export].formats)")
+    p.add_argument("--target", dest="targets", action="append", default=None, metavar="T",
+                   help="tvm target: x86-64 (this CPU's ISA), x86-64-avx2, x86-64-avx512, aarch64, armv7; "
+                        "repeatable (default [export].tvm_targets)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: exports/ beside the checkpoint)")
+    p.add_argument("--batch", type=int, default=None, help="tvm: batch size the library is built for (default [export].batch)")
+    p.add_argument("--check-samples", type=int, default=None,
+                   help="random inputs compared against the PyTorch student after export, 0 to skip "
+                        "(default [export].check_samples)")
+    p.add_argument("--larq-python", type=Path, default=None,
+                   help="lce: python of the larq environment (default .larq-venv/bin/python)")
+    add_report_argument(p)
+    add_preset_arguments(p)
+
+
+def _split(values):
+    out = []
+    for v in values or ():
+        out.extend(s.strip() for s in str(v).split(",") if s.strip())
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import FORMATS, export_model
+    from ..utils import write_json
+
+    cfg = config_from_args(args).get("export", {})
+    formats = _split(args.formats) or list(cfg.get("formats", ["onnx"]))
+    if "all" in formats:
+        formats = list(FORMATS.names())
+    for fmt in formats:
+        FORMATS.get(fmt)  # UserError on unknown names before any work
+    targets = _split(args.targets) or list(cfg.get("tvm_targets", ["x86-64"]))
+    if args.targets and "tvm" not in formats:
+        raise UserError("--target applies to --format tvm; add --format tvm or drop --target")
+    out = args.out or Path(args.checkpoint).resolve().parent / "exports"
+    check = args.check_samples if args.check_samples is not None else int(cfg.get("check_samples", 8))
+    results = []
+    for fmt in formats:
+        for target in (targets if fmt == "tvm" else [None]):
+            opts = {"check_samples": check}
+            if fmt == "tvm":
+                opts["batch"] = args.batch or int(cfg.get("batch", 1))
+            if fmt == "lce" and args.larq_python:
+                opts["larq_python"] = args.larq_python
+            res = export_model(args.checkpoint, fmt, out, target=target, **opts)
+            results.append(res)
+            eq = res.get("equivalence")
+            checked = (f"  top-1 agree {eq['top1_agreement']:.3f}, max rel err {eq['max_rel_error']:.2e} "
+                       f"({eq['samples']} inputs, {eq['runtime']})") if eq else ""
+            print(f"{fmt}{'/' + res['target'] if res.get('target') else ''}: {res['path']} "
+                  f"({res['bytes'] / 1e6:.2f} MB){checked}")
+    report = args.report or Path(out) / "export.json"
+    write_json(report, {"checkpoint": str(args.checkpoint), "exports": results})
+    print(f"report: {report}")
+    return 0
