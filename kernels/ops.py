@@ -153,9 +153,6 @@ def _np(x, name: str, kind: str) -> np.ndarray:
     return arr
 
 
-_NP_OF_TORCH = {}
-
-
 def _buf(x, name: str, kind: str) -> Tuple[int, Tuple[int, ...]]:
     """(data pointer, shape) of a C-contiguous CPU buffer, checked, without copies.
 
