@@ -36,7 +36,9 @@ class ModelRef:
     @property
     def label(self) -> str:
         if self.path is not None:
-            return Path(self.path).stem
+            p = Path(self.path)
+            # exports are named model.onnx / model.so inside format folders: keep the folder
+            return f"{p.parent.name}/{p.name}" if p.stem.startswith("model") else p.name
         if not self.options:
             return self.name
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))

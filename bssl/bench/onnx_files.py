@@ -31,10 +31,11 @@ def _export(ref: ModelRef, ctx) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if _is_student(model):
         # students go through bssl.export (folded graph, standard ops) so the file is the one users deploy
-        from ..export.onnx_export import export_onnx
+        from ..export import export_model
 
-        export_onnx(model, path, packed=False, check_samples=0, input_size=ctx.input_size, seed=ctx.seed)
-        return path
+        res = export_model(model, "onnx", path.with_suffix(".onnx-export"), check_samples=0,
+                           input_size=ctx.input_size, seed=ctx.seed)
+        return Path(res["path"])
     import torch
 
     x = torch.zeros(1, 3, ctx.input_size, ctx.input_size)

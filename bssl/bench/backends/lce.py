@@ -59,14 +59,14 @@ class LCE(Backend):
     def prepare(self, ref: ModelRef, ctx: PrepareContext) -> Dict[str, Any]:
         if ref.kind == "tflite":
             return {"path": ref.path, "bytes": Path(ref.path).stat().st_size}
-        try:
-            from ...export.lce_export import export_lce  # type: ignore[import-not-found]
-        except ImportError:
-            raise RuntimeError("bssl.export has no LCE exporter (bssl.export.lce_export) in this checkout") from None
-        path = ctx.artifact_path(ref, ".tflite")
-        if not path.exists():
-            export_lce(ctx.torch_model(ref), path, input_size=ctx.input_size, check_samples=0)
-        return {"path": str(path), "bytes": path.stat().st_size}
+        from ...export import export_model
+
+        out = ctx.artifact_path(ref, ".lce")
+        found = out / "model.tflite"
+        if not found.exists():
+            found = Path(export_model(ctx.torch_model(ref), "lce", out, check_samples=0,
+                                      input_size=ctx.input_size)["path"])
+        return {"path": str(found), "bytes": found.stat().st_size}
 
     def load(self, artifact: Dict[str, Any], threads: int) -> Callable[[Any], Any]:
         raise RuntimeError("lce runs in its own interpreter (bssl/bench/lce_worker.py), not in this process")

@@ -20,6 +20,24 @@ def host_target() -> str:
             "armv7l": "armv7"}.get(platform.machine().lower(), HOST_TARGET)
 
 
+def compile_libs(ref: ModelRef, ctx: PrepareContext, target: str) -> Dict[str, Any]:
+    """One library per batch size through bssl.export.export_model(..., "tvm", target=...)."""
+    from ...export import export_model
+
+    libs = {}
+    for batch in ctx.batch_sizes:
+        out = ctx.artifact_path(ref, f".{target}-b{batch}")
+        found = sorted(out.glob("tvm-*/model.so")) if out.exists() else []
+        if found:
+            libs[str(batch)] = str(found[0])
+            continue
+        res = export_model(ctx.torch_model(ref), "tvm", out, target=target, batch=batch, check_samples=0,
+                           input_size=ctx.input_size, seed=ctx.seed)
+        libs[str(batch)] = str(res["path"])
+    first = libs[str(min(ctx.batch_sizes))]
+    return {"path": first, "bytes": Path(first).stat().st_size, "libs": libs, "target": target}
+
+
 @BACKENDS.register("tvm")
 class TVMBinary(Backend):
     name = "tvm"
@@ -38,19 +56,7 @@ class TVMBinary(Backend):
             meta = Path(ref.path).with_name("model.json")
             batch = json.loads(meta.read_text())["input_shape"][0] if meta.is_file() else 1
             return {"path": ref.path, "bytes": Path(ref.path).stat().st_size, "libs": {str(batch): ref.path}}
-        from ...export.tvm_export import export_tvm
-
-        libs = {}
-        for batch in ctx.batch_sizes:
-            out = ctx.artifact_path(ref, f".tvm-b{batch}")
-            lib = out / "model.so"
-            if not lib.exists():
-                export_tvm(ctx.torch_model(ref), out, host_target(), batch=batch, check_samples=0,
-                           input_size=ctx.input_size, seed=ctx.seed)
-            libs[str(batch)] = str(lib)
-        first = libs[str(min(ctx.batch_sizes))]
-        return {"path": first, "bytes": Path(first).stat().st_size, "libs": libs}
-
+        return compile_libs(ref, ctx, host_target())
     def load(self, artifact: Dict[str, Any], threads: int) -> Callable[[Any], Any]:
         import numpy as np
 

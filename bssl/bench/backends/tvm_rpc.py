@@ -5,11 +5,10 @@ Peak memory is not measured remotely (no process of ours runs there)."""
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 from . import BACKENDS, PrepareContext
-from .tvm import TVMBinary
+from .tvm import TVMBinary, compile_libs
 from ...errors import UserError
 from ..models import ModelRef
 
@@ -60,18 +59,7 @@ class TVMRemote(TVMBinary):
         target = self.options.get("target", "aarch64")
         if ref.kind == "tvm":
             return super().prepare(ref, ctx)
-        from ...export.tvm_export import export_tvm
-
-        libs = {}
-        for batch in ctx.batch_sizes:
-            out = ctx.artifact_path(ref, f".tvm-{target}-b{batch}")
-            lib = out / "model.so"
-            if not lib.exists():
-                export_tvm(ctx.torch_model(ref), out, target, batch=batch, check_samples=0,
-                           input_size=ctx.input_size, seed=ctx.seed)
-            libs[str(batch)] = str(lib)
-        first = libs[str(min(ctx.batch_sizes))]
-        return {"path": first, "bytes": Path(first).stat().st_size, "libs": libs, "target": target}
+        return compile_libs(ref, ctx, target)
 
     def measure(self, job: Dict[str, Any]) -> Dict[str, Any]:
         """Time each batch's library on the device; same result shape as a local worker."""
