@@ -76,6 +76,11 @@ def test_feature_cache_hits_and_keys_on_content(tmp_path):
     again = EvalContext(ext, cfg, tmp_path).features("shapes", "test", None)
     assert not first.meta["cached"] and again.meta["cached"]
     np.testing.assert_array_equal(first.features, again.features)
+    assert isinstance(again.features, np.memmap)  # big caches are read, not loaded
+    from bssl.eval.linear import train_linear
+
+    mem, ram = (train_linear(f, f, epochs=2, lr=1.0, norm="standardize", batch_size=16) for f in (again, first))
+    assert mem["details"]["final_train_loss"] == pytest.approx(ram["details"]["final_train_loss"], rel=1e-4)
     other = EvalContext(TorchExtractor(tiny_net(1), 32), cfg, tmp_path).features("shapes", "test", None)
     assert not other.meta["cached"] and other.meta["key"] != first.meta["key"]
     cfg["data"]["num_test"] = 32  # a different dataset size is a different entry
@@ -152,3 +157,35 @@ def test_cli_eval_onnx_and_errors(onnx_model, tmp_path, capsys):
     assert _cli(["lineer", "--checkpoint", str(path), "--preset", "smoke"]) == 2
     assert "unknown protocol 'lineer'" in capsys.readouterr().err
     assert _cli(["knn", "--checkpoint", str(tmp_path / "nope.pt"), "--preset", "smoke"]) == 2
+
+
+def test_student_and_teacher_checkpoints_dispatch(tmp_path, capsys):
+    from bssl.models import build_backbone, build_model, save_student
+    from bssl.utils import save_checkpoint
+
+    cfg = tiny_cfg()
+    student = build_model("reactnet-a", num_classes=10, input_size=32, width=0.125, stem="small")
+    save_student(tmp_path / "student.pt", student, cfg)
+    ext = load_feature_extractor(tmp_path / "student.pt")
+    x = torch.randn(2, 3, 32, 32)
+    student.eval()
+    np.testing.assert_allclose(ext(x), student.features(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert ext.input_size == 32 and ext.module is not None
+
+    bb = build_backbone("resnet18", small_stem=True)
+    save_checkpoint(tmp_path / "teacher.pt", "teacher", {"backbone": bb.state_dict(), "arch": "resnet18",
+                    "small_stem": True, "feature_dim": bb.feature_dim, "heads": {}, "method": "mocov2"}, cfg)
+    tex = load_feature_extractor(tmp_path / "teacher.pt")
+    assert tex.input_size == 32 and tex(x).shape == (2, bb.feature_dim)
+
+    save_checkpoint(tmp_path / "other.pt", "distill-state", {"x": 1}, cfg)
+    with pytest.raises(UserError, match="distill-state"):
+        load_feature_extractor(tmp_path / "other.pt")
+
+    # semisup fine-tunes the student end to end from the CLI
+    rc = _cli(["semisup", "--checkpoint", str(tmp_path / "student.pt"), "--preset", "smoke", "--out", str(tmp_path / "o"),
+               "--set", "data.num_train=40", "--set", "data.num_test=20", "--set", "eval.semisup_fractions=[0.5]",
+               "--set", "eval.semisup_batch_size=16"])
+    assert rc == 0
+    report = json.loads((tmp_path / "o" / "eval.json").read_text())["results"]["semisup"]
+    assert report["details"]["per_fraction"]["0.5"]["n_labels"] == 20 and 0 <= report["value"] <= 1

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..utils import atomic_path, code_version, seed_everything, write_json
+from ..utils import atomic_path, code_version, pick_device, seed_everything, write_json
 from . import fewshot, knn, linear, rankme, semisup, svm, transfer  # noqa: F401  (register protocols)
 from .context import EvalContext, eval_splits
 from .features import (FeatureExtractor, Features, OnnxExtractor, TorchExtractor, as_extractor, cached_features,
@@ -46,8 +46,7 @@ def evaluate(extractor_or_path: Any, cfg: Dict[str, Any], protocols: Optional[Se
         PROTOCOLS.get(p)  # unknown names fail before any work
     run_cfg = cfg.get("run", {})
     seed_everything(int(run_cfg.get("seed", 0)))
-    device = run_cfg.get("device", "cpu")
-    device = "cpu" if device in (None, "auto") else device
+    device = pick_device(str(run_cfg.get("device") or "auto"))
     extractor = as_extractor(extractor_or_path, input_size=cfg.get("data", {}).get("image_size"), device=device)
     model_name = name or extractor.name
     out_dir = Path(out_dir)

@@ -111,7 +111,10 @@ class OnnxExtractor(FeatureExtractor):
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
-            raise UserError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:160]}") from None
+            msg = str(exc).splitlines()[0][:160]
+            hint = ("; the packed export (ai.bssl ops) runs through TVM only, evaluate the standard .onnx export"
+                    if "ai.bssl" in str(exc) else "")
+            raise UserError(f"onnxruntime cannot load {path}: {msg}{hint}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         outputs = [o.name for o in self.session.get_outputs()]

@@ -19,13 +19,14 @@ import warnings
 from typing import Sequence
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from ..errors import UserError
 from .features import Features
 from .metrics import mean_average_precision
 from .registry import PROTOCOLS
-from .svm import _check_costs, _scores, fit_class, fit_single, l2_normalise, protocol_labels, usable_classes
+from .svm import (_check_costs, _scores, fit_class, fit_single, l2_normalise, protocol_labels, run_parallel,
+                  usable_classes)
 
 SELECTIONS = ("test", "full", "cv")
 
@@ -73,7 +74,9 @@ def fewshot_protocol(train: Features, test: Features, ks: Sequence[int] = (1, 2,
         n_pos = (lab_tr == 1).sum(0)
         raise UserError(f"few-shot: every k in {ks} exceeds the positives of some class "
                         f"(fewest positives: {int(n_pos[valid].min())}); choose smaller eval.fewshot_k")
-    par = Parallel(n_jobs=n_jobs, prefer="threads")
+    def par(calls):
+        return run_parallel(n_jobs, calls)
+
     if cost_selection == "test":
         jobs = [(t, cost) for t in tasks for cost in costs]
         fits = par(delayed(fit_single)(x_tr, lab_tr[:, t[2]], t[3], cost, seed + t[1]) for t, cost in jobs)

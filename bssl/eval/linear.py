@@ -23,14 +23,25 @@ from .registry import PROTOCOLS
 NORMS = ("none", "standardize", "l2")
 
 
-def _prepare(x: np.ndarray, norm: str, stats: Optional[tuple] = None) -> tuple:
-    t = torch.from_numpy(np.array(x, dtype=np.float32))  # copy: cached features are read-only memmaps
+def _chunked_stats(x: np.ndarray, chunk: int = 65536) -> tuple:
+    """Per-dimension mean and std in float64, reading a (memory-mapped) array chunk by chunk."""
+    total = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for i in range(0, len(x), chunk):
+        block = np.asarray(x[i:i + chunk], dtype=np.float64)
+        total = total[0] + block.sum(0), total[1] + (block ** 2).sum(0)
+    mean = total[0] / len(x)
+    std = np.sqrt(np.maximum(total[1] / len(x) - mean ** 2, 0)) + 1e-6
+    return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(std.astype(np.float32))
+
+
+def _batch(x: np.ndarray, idx: np.ndarray, norm: str, stats) -> torch.Tensor:
+    """Rows `idx` of a (possibly memory-mapped) feature array as a normalised float tensor."""
+    t = torch.from_numpy(np.array(x[idx], dtype=np.float32))
     if norm == "l2":
-        return F.normalize(t, dim=1), None
+        return F.normalize(t, dim=1)
     if norm == "standardize":  # a BatchNorm without affine, frozen at the train statistics
-        mean, std = stats if stats is not None else (t.mean(0), t.std(0).clamp_min(1e-6))
-        return (t - mean) / std, (mean, std)
-    return t, None
+        return (t - stats[0]) / stats[1]
+    return t
 
 
 def train_linear(train: Features, test: Features, epochs: int = 100, lr: float = 30.0, momentum: float = 0.9,
@@ -42,11 +53,12 @@ def train_linear(train: Features, test: Features, epochs: int = 100, lr: float =
     if epochs < 1:
         raise UserError(f"eval.linear_epochs must be >= 1, got {epochs}")
     gen = torch.Generator().manual_seed(seed)
-    x_train, stats = _prepare(train.features, norm)
-    x_test, _ = _prepare(test.features, norm, stats)
+    # features stay where they are (memory-mapped cache): batches are read and normalised on the fly
+    x_train, x_test = train.features, test.features
+    stats = _chunked_stats(x_train) if norm == "standardize" else None
     multilabel = train.multilabel
-    y_train = torch.from_numpy(np.asarray(train.targets))
-    fc = nn.Linear(x_train.shape[1], train.num_classes)
+    y_train = np.asarray(train.targets)
+    fc = nn.Linear(int(x_train.shape[1]), train.num_classes)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         nn.init.normal_(fc.weight, std=0.01)  # MoCo's linear-probe init
@@ -57,12 +69,14 @@ def train_linear(train: Features, test: Features, epochs: int = 100, lr: float =
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=0.1)
     history = []
     for epoch in tqdm(range(epochs), desc="linear", disable=None, leave=False):
-        perm = torch.randperm(len(x_train), generator=gen)
+        perm = torch.randperm(len(x_train), generator=gen).numpy()
         total, count = 0.0, 0
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
-            logits = fc(x_train[idx].to(device))
-            target = y_train[idx].to(device)
+            if isinstance(x_train, np.memmap):
+                idx = np.sort(idx)  # same batch, sequential reads
+            logits = fc(_batch(x_train, idx, norm, stats).to(device))
+            target = torch.from_numpy(y_train[idx]).to(device)
             loss = (F.binary_cross_entropy_with_logits(logits, target.float()) if multilabel
                     else F.cross_entropy(logits, target))
             opt.zero_grad(set_to_none=True)
@@ -76,7 +90,8 @@ def train_linear(train: Features, test: Features, epochs: int = 100, lr: float =
         raise UserError(f"linear probe diverged (loss {history[-1]}) at lr {lr}; lower eval.linear_lr or set "
                         f"eval.linear_norm=standardize")
     with torch.no_grad():
-        scores = torch.cat([fc(x_test[i:i + 4096].to(device)).cpu() for i in range(0, len(x_test), 4096)]).numpy()
+        scores = torch.cat([fc(_batch(x_test, np.arange(i, min(i + 4096, len(x_test))), norm, stats).to(device)).cpu()
+                            for i in range(0, len(x_test), 4096)]).numpy()
     details = {"epochs": epochs, "lr": lr, "milestones": steps, "norm": norm, "batch_size": batch_size,
                "final_train_loss": history[-1], "loss_history": history,
                "n_train": len(x_train), "n_test": len(x_test), "augmentation": "none (cached features)"}

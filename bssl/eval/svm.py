@@ -41,11 +41,17 @@ def make_svc(cost: float, seed: int) -> LinearSVC:
 
 
 def _fit(x, y_pm1, cost, seed):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        clf = make_svc(cost, seed).fit(x, y_pm1)
-    not_converged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return clf, not_converged
+    # n_iter_ instead of catching ConvergenceWarning: warning filters are process-global, not thread-safe
+    clf = make_svc(cost, seed).fit(x, y_pm1)
+    return clf, int(np.max(clf.n_iter_) >= clf.max_iter)
+
+
+def run_parallel(n_jobs: int, calls) -> list:
+    """Run delayed calls on threads (LIBLINEAR releases the GIL; no process start-up or data copies).
+    Non-convergence is counted per fit and reported, so the warning itself is silenced here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return Parallel(n_jobs=n_jobs, prefer="threads")(calls)
 
 
 def fit_class(x: np.ndarray, labels: np.ndarray, rows: Optional[np.ndarray], costs: Sequence[float],
@@ -128,8 +134,8 @@ def svm_protocol(train: Features, test: Features, costs: Sequence[float] = (0.01
     x_tr, x_te = l2_normalise(train.features), l2_normalise(test.features)
     lab_tr, lab_te = protocol_labels(train), protocol_labels(test)
     valid, skipped = usable_classes(lab_tr, train.classes)
-    models = Parallel(n_jobs=n_jobs, prefer="threads")(
-        delayed(fit_class)(x_tr, lab_tr[:, c], None, costs, folds, seed, default_cost) for c in valid)
+    models = run_parallel(n_jobs, (delayed(fit_class)(x_tr, lab_tr[:, c], None, costs, folds, seed, default_cost)
+                                   for c in valid))
     scores = _scores(models, x_te)
     m, aps = mean_average_precision(scores, lab_te[:, valid])
     names = [train.classes[c] for c in valid]
