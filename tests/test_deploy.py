@@ -49,8 +49,9 @@ def test_pack_matches_eval_model(pad_value):
     torch.testing.assert_close(pk(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
 
-def test_pack_birealnet():
-    m = _student("birealnet-18", seed=1)
+@pytest.mark.parametrize("name", ["birealnet-18", "reactnet-b"])
+def test_pack_other_students(name):
+    m = _student(name, seed=1)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = m(x)
