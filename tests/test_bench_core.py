@@ -126,3 +126,18 @@ def test_write_reports_and_accuracy(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(UserError, match="could not be read"):
         load_accuracy(bad)
+
+
+def test_accuracy_from_a_run_report(tmp_path):
+    from bssl.bench.report import plot_latency_vs_accuracy
+
+    run = {"eval": {"student": {"knn": {"metric": "top1", "value": 41.0}, "linear": {"metric": "top1", "value": 45.5}},
+                    "teacher": {"svm": {"metric": "mAP", "value": float("nan")}, "knn": {"value": 60.0}}}}
+    (tmp_path / "report.json").write_text(json.dumps(run).replace("NaN", "null"))
+    acc = load_accuracy(tmp_path / "report.json")
+    assert acc == {"student": 45.5, "teacher": 60.0}
+    report = {"rows": [dict(_row("model.onnx", "onnxruntime", 3.0), model_kind="onnx"),
+                       dict(_row("teacher.pt", "torch", 9.0), model_kind="teacher"),
+                       dict(_row("resnet18", "torch", 9.0), model_kind="registered")]}
+    path = plot_latency_vs_accuracy(report, acc, tmp_path / "acc.png")
+    assert path is not None and path.read_bytes()[:4] == b"\x89PNG"

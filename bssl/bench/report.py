@@ -189,14 +189,19 @@ def _save(fig, path) -> Path:
 def load_accuracy(path: os.PathLike | str) -> Dict[str, float]:
     """Accuracy per model label from a JSON file.
 
-    Accepted: a flat mapping ``{"model": 71.2}``, ``{"models": {"model": {"accuracy": 71.2}}}``, or a
-    `bssl run` / `bssl eval` report with ``{"accuracy": {...}}``.
+    Accepted: a flat mapping ``{"model": 71.2}``, ``{"models": {"model": {"accuracy": 71.2}}}``,
+    ``{"accuracy": {...}}``, or a `bssl run` report.json, whose ``eval`` section gives one number per
+    role (``student``, ``teacher``, ...: linear top-1, else kNN, else the first protocol with a value).
+    Keys may be bench model labels or roles; roles match rows by model kind (exports of the
+    student count as the student).
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"accuracy report {path} could not be read as JSON ({exc}); pass the report.json of a run") from None
+    if isinstance(data, dict) and isinstance(data.get("eval"), dict):
+        data = _run_report_accuracy(data["eval"])
     if isinstance(data, dict) and isinstance(data.get("accuracy"), dict):
         data = data["accuracy"]
     if isinstance(data, dict) and isinstance(data.get("models"), dict):
@@ -208,10 +213,35 @@ def load_accuracy(path: os.PathLike | str) -> Dict[str, float]:
     return acc
 
 
+PROTOCOL_PREFERENCE = ("linear", "knn", "svm", "semisup", "fewshot")
+
+
+def _run_report_accuracy(ev: Dict[str, Any]) -> Dict[str, float]:
+    out: Dict[str, float] = {}
+    for role, results in ev.items():
+        if not isinstance(results, dict):
+            continue
+        names = [p for p in PROTOCOL_PREFERENCE if p in results] + [p for p in results if p not in PROTOCOL_PREFERENCE]
+        for p in names:
+            v = results[p].get("value") if isinstance(results[p], dict) else None
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out[str(role)] = float(v)
+                break
+    return out
+
+
+def _accuracy_of(row: Dict[str, Any], accuracy: Dict[str, float]) -> Optional[float]:
+    if row["model"] in accuracy:
+        return accuracy[row["model"]]
+    role = "teacher" if row.get("model_kind") == "teacher" else "student" if row.get("model_kind") in (
+        "student", "onnx", "onnx-packed", "tvm", "tflite") else None
+    return accuracy.get(role) if role else None
+
+
 def plot_latency_vs_accuracy(report: Dict[str, Any], accuracy: Dict[str, float], path) -> Optional[Path]:
     """Each (model, backend) with a known accuracy as a point: batch-1 latency vs accuracy."""
-    pts = [(r["p50_ms"], accuracy[r["model"]], f"{r['model']} / {r['backend']}") for r in report.get("rows", [])
-           if r.get("status") == "ok" and r["model"] in accuracy]
+    pts = [(r["p50_ms"], _accuracy_of(r, accuracy), f"{r['model']} / {r['backend']}") for r in report.get("rows", [])
+           if r.get("status") == "ok" and _accuracy_of(r, accuracy) is not None]
     if not pts:
         return None
     import matplotlib
