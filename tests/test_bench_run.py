@@ -102,3 +102,13 @@ def test_checkpoints_as_the_pipeline_passes_them(tmp_path):
     torch.save({"weights": torch.zeros(3)}, bogus)
     with pytest.raises(UserError):
         run_benchmarks([str(bogus)], ["torch"], input_size=32, runs=1, warmup=0, out_dir=tmp_path, progress=False)
+
+
+def test_bssl_cli_exit_codes(tmp_path, capsys):
+    from bssl.cli import main
+
+    assert main(["bench", "no-such-model", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bssl bench: error:" in err and "no-such-model" in err and "Traceback" not in err
+    assert main(["bench", "resnet18", "--backend", "tvm-rpc", "--rpc", "bad-address", "--out", str(tmp_path)]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err
