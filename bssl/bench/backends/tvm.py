@@ -44,6 +44,7 @@ class TVMBinary(Backend):
     description = "TVM (Relax VM), XNOR-popcount kernels"
     install_hint = "pip install apache-tvm (0.27+)"
     imports = ("numpy", "tvm", "tvm.relax")
+    optional_imports = ("bssl.export.tvm_export",)  # load() uses its runner; keep it out of the model's memory
     file_kinds = ("tvm",)
 
     def accepts(self, ref: ModelRef) -> Optional[str]:
