@@ -124,3 +124,14 @@ def test_packed_onnx_is_recognised_and_routed(tmp_path):
     ref = parse_model_ref(str(path))
     assert ref.kind == "onnx-packed"
     assert "TVM" in get_backend("onnxruntime").accepts(ref)
+
+
+@needs_kernels
+def test_layers_wrapper(tmp_path):
+    from bssl.bench.layers import layer_report
+
+    rep = layer_report(threads=1, runs=1, out_dir=tmp_path, backends=["kernels"], input_size=32, width=0.25)
+    rows = rep["runs"]["1"]["layers"]
+    assert rows and all(r["macs"] > 0 and r["kernels_s"] > 0 for r in rows)
+    assert "| layer (k s cin->cout @hxw) |" in rep["markdown"]
+    assert (tmp_path / "layers.json").is_file() and (tmp_path / "layers.md").is_file()

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch or int(cfg.get("batch", 8))
     out = Path(args.out)
     if args.models[0] == "layers":
-        return _layers(args, threads, runs, warmup, out)
+        return _layers(args, threads, runs, input_size, out)
     if args.models[0] == "scaling":
         from ..bench.scaling import run_scaling, scaling_markdown
 
@@ -110,10 +110,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _layers(args, threads, runs, warmup, out) -> int:
+def _layers(args, threads, runs, input_size, out) -> int:
     from ..bench.layers import layer_report
+    from ..bench.models import parse_model_ref
 
-    rep = layer_report(threads=threads, runs=runs, warmup=warmup, out_dir=out, report_path=args.report,
-                       backends=_split(args.backends) or None)
+    ref = parse_model_ref(args.models[1]) if len(args.models) > 1 else None
+    if ref is not None and ref.kind != "registered":
+        raise UserError(f"`bssl bench layers` takes a registered student name (e.g. reactnet-a:width=0.5), not {ref.text!r}")
+    rep = layer_report(threads=threads, runs=min(runs, 15), out_dir=out, report_path=args.report,
+                       backends=_split(args.backends) or None, model=ref.name if ref else "reactnet-a",
+                       input_size=input_size, width=float(ref.options.get("width", 1.0)) if ref else 1.0)
     print(rep["markdown"])
+    print("wrote " + ", ".join(rep["files"].values()))
     return 0
