@@ -63,9 +63,9 @@ def main() -> None:
     total = sum(r[1] for r in rows)
     print(f"{args.train} train / {args.test} test x {args.dim}-d, {args.classes} classes, costs {args.costs}, "
           f"jobs {args.jobs} on {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    # with --jobs 1 the CPU seconds are the whole work (an idle 2-core estimate is about half); with
-    # parallel jobs they count only this process, not the joblib workers
-    print("| step | wall s | CPU s (this process) | mAP (%) | SVM fits (approx.) |\n|---|---|---|---|---|")
+    # the fits run on threads of this process, so CPU seconds are the whole work: on a shared machine they
+    # are the load-independent number (idle wall time on n cores is about CPU / n)
+    print("| step | wall s | CPU s (all threads) | mAP (%) | SVM fits (approx.) |\n|---|---|---|---|---|")
     for name, sec, val, fits, cpu in rows:
         print(f"| {name} | {sec:.1f} | {cpu:.1f} | {100 * val:.2f} | {fits} |")
     print(f"| total | {total:.1f} | {sum(r[4] for r in rows):.1f} | | |")

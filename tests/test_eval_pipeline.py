@@ -67,6 +67,11 @@ def test_evaluate_all_protocols_writes_reports(tmp_path):
     md = (tmp_path / "eval.md").read_text()
     assert "| fewshot |" in md and "#### fewshot" in md
     assert (tmp_path / "fewshot.png").read_bytes()[:4] == b"\x89PNG"
+    from bssl.eval import format_comparison, plot_fewshot
+
+    table = format_comparison({"a": res, "b": {"knn": res["knn"]}})
+    assert "| knn | top1 (%) |" in table and "| linear | top1 (%) |" in table and "n/a" in table
+    assert plot_fewshot({"a": res["fewshot"], "b": res["fewshot"]}, tmp_path / "both.png").stat().st_size > 0
 
 
 def test_feature_cache_hits_and_keys_on_content(tmp_path):

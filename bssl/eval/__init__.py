@@ -23,10 +23,10 @@ from .features import (FeatureExtractor, Features, OnnxExtractor, TorchExtractor
                        eval_transform, extract_features, load_feature_extractor)
 from .metrics import average_precision, mean_average_precision, rankme as rankme_score, voc_labels
 from .registry import PROTOCOLS
-from .report import format_table, plot_fewshot
+from .report import format_comparison, format_table, plot_fewshot
 
 __all__ = [
-    "evaluate", "format_table", "plot_fewshot", "PROTOCOLS", "EvalContext", "FeatureExtractor", "TorchExtractor",
+    "evaluate", "format_table", "format_comparison", "plot_fewshot", "PROTOCOLS", "EvalContext", "FeatureExtractor", "TorchExtractor",
     "OnnxExtractor", "Features", "load_feature_extractor", "as_extractor", "cached_features", "extract_features",
     "eval_transform", "eval_splits", "average_precision", "mean_average_precision", "rankme_score", "voc_labels",
     "protocol_names",

@@ -100,3 +100,19 @@ def plot_fewshot(curves: Dict[str, dict], path: Path) -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def format_comparison(results_by_model: Mapping[str, Mapping[str, dict]]) -> str:
+    """Markdown: one row per protocol, one column per model (main metric of each protocol)."""
+    models = list(results_by_model)
+    protocols: list = []
+    for res in results_by_model.values():
+        protocols += [p for p in res if p not in protocols]
+    lines = ["| protocol | metric | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for p in protocols:
+        first = next(res[p] for res in results_by_model.values() if p in res)
+        metric = first.get("metric", "")
+        cells = [_num(results_by_model[m][p].get("value"), _is_pct(metric)) if p in results_by_model[m] else "n/a"
+                 for m in models]
+        lines.append(f"| {p} | {metric}{' (%)' if _is_pct(metric) else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
