@@ -52,14 +52,18 @@ def knn_scores(bank: np.ndarray, bank_targets: np.ndarray, queries: np.ndarray, 
     if temperature <= 0:
         raise UserError(f"knn temperature must be > 0, got {temperature}")
     sims, idx = knn_topk(bank, queries, k, query_chunk, bank_chunk)
-    weights = torch.from_numpy(sims / temperature).exp()
     bank_targets = np.asarray(bank_targets)
-    if bank_targets.ndim == 1:
-        labels = torch.from_numpy(bank_targets[idx].astype(np.int64))
-        scores = torch.zeros(len(queries), num_classes).scatter_add_(1, labels, weights)
-    else:
-        scores = torch.einsum("qk,qkc->qc", weights, torch.from_numpy(bank_targets[idx].astype(np.float32)))
-    return scores.numpy()
+    scores = np.empty((len(queries), num_classes), dtype=np.float32)
+    for q0 in range(0, len(queries), query_chunk):  # votes per chunk: (chunk, k, C) stays small
+        sl = slice(q0, q0 + query_chunk)
+        weights = torch.from_numpy(sims[sl] / temperature).exp()
+        if bank_targets.ndim == 1:
+            labels = torch.from_numpy(bank_targets[idx[sl]].astype(np.int64))
+            votes = torch.zeros(len(labels), num_classes).scatter_add_(1, labels, weights)
+        else:
+            votes = torch.einsum("qk,qkc->qc", weights, torch.from_numpy(bank_targets[idx[sl]].astype(np.float32)))
+        scores[sl] = votes.numpy()
+    return scores
 
 
 def knn_protocol(train: Features, test: Features, k: int = 200, temperature: float = 0.07,

@@ -17,6 +17,7 @@ def run_rankme(ctx) -> dict:
     rows = np.random.default_rng(ctx.seed).choice(len(train.features), size=n, replace=False)
     feats = np.asarray(train.features[np.sort(rows)])
     value = rankme(feats)
-    return {"metric": "rank", "value": value, "dataset": ctx.describe(name, root),
+    where = f"{name}{' (' + str(root) + ')' if root else ''} {eval_splits(name)[0]}"
+    return {"metric": "rank", "value": value, "dataset": where,
             "details": {"n_samples": n, "feature_dim": int(feats.shape[1]), "max_rank": int(min(feats.shape))}}
 
