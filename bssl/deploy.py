@@ -9,11 +9,15 @@
      ``y = scale * dot + shift`` with ``scale = gamma * alpha / sqrt(var + eps)`` and
      ``shift = beta - gamma * mean / sqrt(var + eps)``.
 
-What does not fold: RPReLU and the residual add sit between one unit's output and the next
-unit's RSign, so neither can move into this layer's transform (they stay in torch, as does the
-FP stem and head). Only where a unit feeds the next unit directly could the next RSign bias
-fold into shift and the output be thresholded to packed bits (``PackedConv2d(out='bits')``);
-ReActNet and Bi-Real have no such pair.
+In ReActNet blocks the first bias of the RPReLU after a unit folds as well: RPReLU(y + s)
+starts with y + s + b_in, and the residual s commutes with b_in, so b_in joins the unit's
+shift and the RPReLU left in torch is PReLU + output bias (channel halves of the 2c RPReLU go
+to the two duplicated 1x1 units). What does not fold: the PReLU, its output bias and the
+residual add sit between one unit's output and the next unit's RSign, so the next RSign bias
+cannot move into this transform. Only where a unit feeds the next unit directly could the next
+RSign bias fold into shift and the output be thresholded to packed bits
+(``PackedConv2d(out='bits')``); ReActNet and Bi-Real have no such pair. The FP stem, pooling
+and head stay in torch.
 
 Zero padding (`pad_value=0`) is supported with a correction: the kernel pads with +1, so the
 padded taps add ``sum sign(W)`` over them; a per-position term ``(pad_value - 1) * that sum``
@@ -50,7 +54,7 @@ def _pair_equal(v, what: str, where: str) -> int:
 class PackedBinaryConvBN(nn.Module):
     """A BinaryConvBN unit (eval mode) running on the bit-packed kernels; NCHW float in and out."""
 
-    def __init__(self, unit: nn.Module, name: str = "unit", threads: int = 1):
+    def __init__(self, unit: nn.Module, name: str = "unit", threads: int = 1, extra_shift=None):
         super().__init__()
         K = _kernels()
         conv, bn, sign = unit.conv, unit.bn, unit.sign
@@ -71,6 +75,8 @@ class PackedBinaryConvBN(nn.Module):
         beta = bn.bias.detach().double().cpu() if bn.bias is not None else torch.zeros_like(inv)
         scale = gamma * alpha * inv
         shift = beta - gamma * bn.running_mean.detach().double().cpu() * inv
+        if extra_shift is not None:  # a bias that follows the unit, e.g. the first RPReLU bias
+            shift = shift + torch.as_tensor(extra_shift).detach().double().cpu().reshape(-1)
         self.in_channels, self.out_channels = int(w.shape[1]), int(w.shape[0])
         self.kernel_size = (int(w.shape[2]), int(w.shape[3]))
         self.stride, self.padding = stride, padding
@@ -114,6 +120,40 @@ class PackedBinaryConvBN(nn.Module):
                 f"padding={self.padding}, pad_value={self.pad_value}, threads={self.threads}")
 
 
+class _PReLUOut(nn.Module):
+    """The rest of an RPReLU whose input bias was folded into the preceding units."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.prelu = act.prelu
+        self.bias_out = act.bias_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prelu(x) + self.bias_out.view(1, -1, 1, 1)
+
+
+def _rprelu_folds(model: nn.Module):
+    """{id(unit): bias slice} and the RPReLU modules whose input bias those slices cover."""
+    from .models.reactnet import ReActBlock
+
+    shifts: Dict[int, torch.Tensor] = {}
+    acts = []
+    for blk in model.modules():
+        if not isinstance(blk, ReActBlock):
+            continue
+        shifts[id(blk.unit3x3)] = blk.act1.bias_in.detach()
+        acts.append((blk, "act1"))
+        if blk.downsample == "none":
+            shifts[id(blk.unit1x1)] = blk.act2.bias_in.detach()
+            acts.append((blk, "act2"))
+        elif blk.downsample == "binary":
+            c = blk.in_channels
+            shifts[id(blk.unit1x1_a)] = blk.act2.bias_in.detach()[:c]
+            shifts[id(blk.unit1x1_b)] = blk.act2.bias_in.detach()[c:]
+            acts.append((blk, "act2"))
+    return shifts, acts
+
+
 def pack(model: nn.Module, threads: int = 1) -> nn.Module:
     """An eval-mode copy of `model` whose BinaryConvBN units run on the packed kernels.
 
@@ -128,11 +168,14 @@ def pack(model: nn.Module, threads: int = 1) -> nn.Module:
         raise UserError(f"{type(model).__name__} has no bssl.nn.BinaryConvBN unit: nothing to pack "
                         "(build the student with bssl.models.build_model)")
     packed = copy.deepcopy(model).cpu().eval()
+    shifts, acts = _rprelu_folds(packed)
     for name, mod in list(packed.named_modules()):
         for child_name, child in list(mod.named_children()):
             if isinstance(child, BinaryConvBN):
                 full = f"{name}.{child_name}" if name else child_name
-                setattr(mod, child_name, PackedBinaryConvBN(child, full, threads))
+                setattr(mod, child_name, PackedBinaryConvBN(child, full, threads, shifts.get(id(child))))
+    for blk, attr in acts:
+        setattr(blk, attr, _PReLUOut(getattr(blk, attr)))
     for p in packed.parameters():
         p.requires_grad_(False)
     return packed

@@ -12,7 +12,7 @@ if not K.available():
 
 from bssl.deploy import PackedBinaryConvBN, pack, set_threads  # noqa: E402
 from bssl.models import build_model  # noqa: E402
-from bssl.nn import BinaryConvBN, set_stage  # noqa: E402
+from bssl.nn import BinaryConvBN, RPReLU, set_stage  # noqa: E402
 
 
 def _student(name="reactnet-a", pad_value=1.0, seed=0):
@@ -25,8 +25,8 @@ def _student(name="reactnet-a", pad_value=1.0, seed=0):
             mod.running_var.uniform_(0.5, 2.0)
             mod.weight.data.uniform_(0.5, 1.5)
             mod.bias.data.uniform_(-0.5, 0.5)
-    for n, p in m.named_parameters():
-        if n.endswith("bias") and p.dim() == 1 and ".bn" not in n:
+    for n, p in m.named_parameters():  # RSign and RPReLU biases (the latter partly fold into units)
+        if n.endswith(("bias", "bias_in", "bias_out")) and p.dim() == 1 and ".bn" not in n:
             p.data.uniform_(-0.2, 0.2)
     return m.eval()
 
@@ -41,6 +41,8 @@ def test_pack_matches_eval_model(pad_value):
     n_units = sum(isinstance(u, BinaryConvBN) for u in m.modules())
     assert n_units > 0 and sum(isinstance(u, PackedBinaryConvBN) for u in pk.modules()) == n_units
     assert not any(isinstance(u, BinaryConvBN) for u in pk.modules())
+    # every RPReLU's input bias rode into the units before it (ReActNet-A: all of them)
+    assert not any(isinstance(u, RPReLU) for u in pk.modules())
     torch.testing.assert_close(pk(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     torch.testing.assert_close(pk.features(x), feat, rtol=1e-4, atol=1e-4 * feat.abs().max().item())
     # the original model is untouched and threads do not change the result
