@@ -101,6 +101,8 @@ def test_targets_ratios_and_missing():
     assert t["speed vs LCE ReActNet-A"]["met"] is None
     assert t["deployed ReActNet-A size"]["met"] is True
     assert t["peak memory vs FP32 ResNet-18 (onnxruntime)"]["met"] is True
+    report["rows"][2]["bytes"] = int(7.9 * 2**20)  # 7.9 MiB = 8.28 MB: not under 8 MB on the strict reading
+    assert {x["name"]: x for x in evaluate_targets(report)}["deployed ReActNet-A size"]["met"] is False
     report["rows"][2]["p50_ms"] = 12.0  # slower than int8 -> honestly not met
     t = {x["name"]: x for x in evaluate_targets(report)}
     assert t["speed vs onnxruntime int8 ResNet-18"]["met"] is False

@@ -95,7 +95,7 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
     titles = {"input_size": f"input size (width {report['size_sweep_width']:g})",
               "width": f"width multiplier ({report['width_sweep_size']} px)"}
     for col, axis in enumerate(("input_size", "width")):
-        for row, (key, label) in enumerate((("p50_ms", "p50 latency, batch 1 (ms)"), ("peak_mem_mb", "peak memory (MB)"))):
+        for row, (key, label) in enumerate((("p50_ms", "p50 latency, batch 1 (ms)"), ("peak_mem_mb", "peak memory (MiB)"))):
             ax = axes[row][col]
             for b in report["backends"]:
                 pts = sorted((p["value"], p[key]) for p in ok if p["axis"] == axis and p["backend"] == b
@@ -125,7 +125,7 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
 
 
 def scaling_markdown(report: Dict[str, Any]) -> str:
-    lines = ["| sweep | value | backend | p50 ms | peak MB | OPs | note |", "|---|---|---|---|---|---|---|"]
+    lines = ["| sweep | value | backend | p50 ms | peak MiB | OPs | note |", "|---|---|---|---|---|---|---|"]
     for p in report["points"]:
         f = lambda v, d=3: "-" if v is None else f"{v:.{d}g}"  # noqa: E731
         note = "" if p["status"] == "ok" else f"{p['status']}: {(p.get('reason') or '')[:80]}".replace("|", "/")
