@@ -134,13 +134,34 @@ int bssl_block_weights(const uint64_t *w, int32_t out_channels, int64_t k_words,
 
 /* ---- tiled driver ---- */
 
+/* filling the one-padded input: packing float rows (xf) or copying packed ones (x) */
+typedef struct {
+  const float *xf, *bias;
+  const uint64_t *x;
+  int32_t channels, h, w, cw, hp, wp, pad;
+  uint64_t *dst;
+  bssl_pack_fn pack;
+} rows_args;
+
 typedef struct {
   const bssl_isa_impl *impl;
   const bssl_conv_args *a;
   const uint64_t *x; /* padded input */
   int32_t n, hp, wp, cw, ho, wo, stride;
-  int64_t t0, t1; /* tile range of this worker */
+  int64_t t0, t1;       /* tile range of this worker, or input rows when `rows` is set */
+  const rows_args *rows; /* set: this job fills input rows t0..t1-1 instead */
 } work_t;
+
+static void fill_rows(const rows_args *r, int64_t r0, int64_t r1) {
+  for (int64_t row = r0; row < r1; row++) { /* row = b * h + y */
+    const int64_t b = row / r->h, y = row % r->h;
+    uint64_t *dst = r->dst + ((b * r->hp + y + r->pad) * r->wp + r->pad) * r->cw;
+    if (r->xf)
+      r->pack(r->xf + row * r->w * r->channels, r->w, r->channels, r->bias, dst);
+    else
+      memcpy(dst, r->x + row * r->w * r->cw, (size_t)r->w * r->cw * 8);
+  }
+}
 
 /* Tiles are MR consecutive output pixels in raster order over the whole batch (a tile may
  * span rows, so narrow maps such as 7x7 waste no lanes); the tiles of a chunk share their
@@ -149,6 +170,10 @@ typedef struct {
 
 static void *worker(void *arg) {
   const work_t *wk = (const work_t *)arg;
+  if (wk->rows) {
+    fill_rows(wk->rows, wk->t0, wk->t1);
+    return NULL;
+  }
   const bssl_conv_args *a = wk->a;
   const int mr = wk->impl->mr;
   const int64_t total = (int64_t)wk->n * wk->ho * wk->wo, hw = (int64_t)wk->ho * wk->wo;
@@ -354,14 +379,20 @@ static int bconv(const uint64_t *x, const float *xf, const float *bias, int32_t 
     /* one-padding is the zero word, so a zeroed frame around the rows does it */
     padded = (uint64_t *)(pad > 0 ? calloc((size_t)n * hp * wp * cw, 8) : malloc((size_t)n * hp * wp * cw * 8));
     if (!padded) return fail(BSSL_ENOMEM, "bconv2d: cannot allocate the padded input");
-    for (int64_t b = 0; b < n; b++)
-      for (int64_t y = 0; y < h; y++) {
-        uint64_t *dst = padded + ((b * hp + y + pad) * wp + pad) * cw;
-        if (xf)
-          impl->pack(xf + ((b * h + y) * w) * channels, w, channels, bias, dst);
-        else
-          memcpy(dst, x + ((b * h + y) * w) * cw, (size_t)w * cw * 8);
-      }
+    const rows_args ra = {xf, bias, x, channels, h, w, cw, hp, wp, pad, padded, impl->pack};
+    /* packing floats is worth other threads from about min_work / 4 values each (2^16 by
+     * default; 0 always splits); copies are not */
+    const int64_t rows = (int64_t)n * h, mw = bssl_thread_min_work_get() / 4;
+    int64_t np_ = !xf ? 1 : mw > 0 ? (int64_t)n * h * w * channels / mw : threads;
+    if (np_ > threads) np_ = threads;
+    if (np_ > rows) np_ = rows;
+    if (np_ > 64) np_ = 64;
+    if (np_ < 1) np_ = 1;
+    work_t fills[64];
+    for (int64_t i = 0; i < np_; i++)
+      fills[i] = (work_t){.rows = &ra, .t0 = rows * i / np_, .t1 = rows * (i + 1) / np_};
+    const int64_t ran = run_jobs(fills, np_);
+    for (int64_t i = ran; i < np_; i++) worker(&fills[i]);
     xin = padded;
   }
 
@@ -392,7 +423,7 @@ static int bconv(const uint64_t *x, const float *xf, const float *bias, int32_t 
   if (nth > 64) nth = 64;
   work_t works[64];
   for (int64_t i = 0; i < nth; i++)
-    works[i] = (work_t){impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles * i / nth, ntiles * (i + 1) / nth};
+    works[i] = (work_t){impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles * i / nth, ntiles * (i + 1) / nth, NULL};
   const int64_t ran = run_jobs(works, nth);
   for (int64_t i = ran; i < nth; i++) worker(&works[i]); /* the pool could not grow that far */
   free(padded);
