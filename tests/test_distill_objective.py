@@ -102,7 +102,8 @@ def test_frozen_classifier_switch_reproduces_released_setup():
 
 def test_ablation_switches():
     _, _, _, method, out, _ = one_step({"feature_similarity": "none"})
-    assert float(out["fs"].detach()) == 0.0 and float(out["loss"].detach()) == pytest.approx(float(out["kl"].detach()))
+    expected = float(out["kl"].detach()) + float(out["g_infomax"].detach())  # β = 1 by default
+    assert float(out["fs"].detach()) == 0.0 and float(out["loss"].detach()) == pytest.approx(expected, rel=1e-5)
     assert not hasattr(method, "projector")
     _, _, _, method, out, grads = one_step({"fs_target": "head", "feature_similarity": "l2"})
     assert not hasattr(method, "projector") and float(out["fs"].detach()) > 0

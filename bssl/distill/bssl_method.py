@@ -23,7 +23,7 @@ class BSSL(DistillMethod):
     Switches (all in [distill]): feature_similarity (cosine | l1 | l2 | none: ablation row 1),
     lambda_schedule (constant | step | cosine), fs_target ("head": L_FS between l(k(x)) and
     g(h(x)), which have matched sizes, as the released code does; "features": between a projection
-    of k(x) and h(x)), train_classifier (false reproduces the released code's frozen g),
+    of k(x) and h(x), centred by the batch mean when fs_center), train_classifier (false reproduces the released code's frozen g),
     classifier_reg_weight (β of the information-maximisation term on g's outputs, added to L: a
     jointly trained g otherwise collapses onto the student and the KL term vanishes; 0 turns it off).
     """
@@ -39,6 +39,7 @@ class BSSL(DistillMethod):
         self.lambda_start = float(dcfg.get("lambda_start", 0.9))
         self.lambda_end = float(dcfg.get("lambda_end", 0.7))
         self.fs_target = str(dcfg.get("fs_target", "features"))
+        self.fs_center = bool(dcfg.get("fs_center", True))
         if self.fs_target not in FS_TARGETS:
             raise UserError(f"distill.fs_target={self.fs_target!r} is unknown; use one of {', '.join(FS_TARGETS)}")
         lambda_at(0, 1, self.schedule)  # validates the schedule name early
@@ -59,6 +60,10 @@ class BSSL(DistillMethod):
             s_fs, t_fs = [None, None], [None, None]
         elif self.fs_target == "features":
             s_fs, t_fs = [self.projector(f) for f in k], h
+            if self.fs_center:
+                # pooled post-ReLU features are all positive: their shared mean would dominate the cosine
+                mu = torch.cat(h).mean(0, keepdim=True)
+                t_fs = [x - mu for x in h]
         else:
             s_fs, t_fs = s_logits, t_logits
         lam = lambda_at(step, total_steps, self.schedule, self.lambda_start, self.lambda_end)
