@@ -194,3 +194,14 @@ def test_student_and_teacher_checkpoints_dispatch(tmp_path, capsys):
     assert rc == 0
     report = json.loads((tmp_path / "o" / "eval.json").read_text())["results"]["semisup"]
     assert report["details"]["per_fraction"]["0.5"]["n_labels"] == 20 and 0 <= report["value"] <= 1
+
+
+def test_labels_out_of_range_are_a_user_error(tmp_path):
+    from bssl.data.registry import ArrayDataset
+    from bssl.eval import cached_features
+
+    imgs = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    ds = ArrayDataset(imgs, np.array([0, 1, 12, 1]), ["a", "b", "c"])
+    with pytest.raises(UserError, match="label 12 is out of range 0..2"):
+        cached_features(TorchExtractor(tiny_net(), 32), ds, {"dataset": "custom", "split": "train"}, tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written in the cache
