@@ -76,12 +76,12 @@ def get_target(name: str) -> Target:
     if name == "aarch64":
         return Target(name, {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
                       "aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu", "aarch64-linux-gnu-objdump", "aarch64",
-                      KernelConfig(lanes=8, xtile=2))
+                      KernelConfig(lanes=8, xtile=7))
     if name == "armv7":
         return Target(name, {"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mcpu": "cortex-a7",
                              "mattr": ["+neon", "+vfp4"], "mfloat-abi": "hard"},
                       "arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf", "arm-linux-gnueabihf-objdump", "arm",
-                      KernelConfig(lanes=4, xtile=2))
+                      KernelConfig(lanes=4, xtile=7))
     raise UserError(f"unknown TVM target {name!r}; known: {', '.join(TARGET_NAMES)}")
 
 

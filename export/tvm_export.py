@@ -82,9 +82,12 @@ def compile_model(src, target_name: str = "x86-64", batch: int = 1, input_size: 
     target = targets.get_target(target_name)
     targets.require_toolchain(target)
     mod = to_relax(src, target.kernel, batch, input_size)
+    from .tvm_schedule import cpu_pipeline
+
+    tvm_target = target.tvm_target()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ex = tvm.compile(mod, target=target.tvm_target())
+        ex = tvm.compile(mod, target=tvm_target, relax_pipeline=cpu_pipeline(tvm_target, target.kernel.lanes))
     return ex, target
 
 
