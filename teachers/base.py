@@ -26,6 +26,7 @@ COMMON_DEFAULTS: Dict[str, Any] = {
     "num_views": 2,          # global views per image
     "multicrop_local": 0,    # extra small crops (multi-crop), 0 = off
     "local_size": 0,         # side of the local crops; 0 = 96/224 of the image size
+    "crop_min_scale": None,  # None = the paper's crop scale of the method's pipeline
 }
 
 
@@ -66,7 +67,8 @@ class TeacherMethod(nn.Module):
         raise UserError(f"method {self.name} has no projector to label with")
 
     def views(self, image_size: int) -> MultiView:
-        return method_views(self.pipeline, image_size, self.num_views, self.num_local, int(self.cfg.get("local_size", 0)))
+        return method_views(self.pipeline, image_size, self.num_views, self.num_local, int(self.cfg.get("local_size", 0)),
+                            self.cfg.get("crop_min_scale"))
 
     def forward(self, views: List[torch.Tensor], index: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
         raise UserError(f"method {self.name} does not define a training step")

@@ -63,3 +63,11 @@ def test_mocov2_aug_plus_parameters():
 def test_multiview_needs_views():
     with pytest.raises(UserError):
         MultiView([])
+
+
+def test_crop_min_scale_overrides_the_paper_scale():
+    assert method_views("byol", 32, 2).transforms[0].transforms[0].scale == (0.08, 1.0)
+    assert method_views("byol", 32, 2, crop_min_scale=0.5).transforms[1].transforms[0].scale == (0.5, 1.0)
+    assert method_views("mocov2", 32, 2, crop_min_scale=0.4).transforms[0].transforms[0].scale == (0.4, 1.0)
+    with pytest.raises(UserError, match="crop_min_scale = 1.5"):
+        method_views("simsiam", 32, 2, crop_min_scale=1.5)

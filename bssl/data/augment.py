@@ -7,7 +7,7 @@ views; `multicrop` adds small local crops (SwAV-style) behind the global views.
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torchvision.transforms import v2
@@ -92,18 +92,30 @@ class MultiView:
         return len(self.transforms)
 
 
+# name -> (views(size, n, crop_scale), paper's crop scale)
 PIPELINES = {
-    "mocov2": lambda size, n: [mocov2_transform(size) for _ in range(n)],
-    "simsiam": lambda size, n: [mocov2_transform(size) for _ in range(n)],  # SimSiam uses MoCo v2 aug+
-    "byol": lambda size, n: byol_views(size, n),
+    "mocov2": (lambda size, n, scale: [mocov2_transform(size, scale) for _ in range(n)], (0.2, 1.0)),
+    # SimSiam uses MoCo v2 aug+
+    "simsiam": (lambda size, n, scale: [mocov2_transform(size, scale) for _ in range(n)], (0.2, 1.0)),
+    "byol": (lambda size, n, scale: byol_views(size, n, scale), (0.08, 1.0)),
 }
 
 
-def method_views(pipeline: str, image_size: int, num_views: int, num_local: int = 0, local_size: int = 0) -> MultiView:
-    """The per-view pipelines of a method: `num_views` global views plus optional local crops."""
+def method_views(pipeline: str, image_size: int, num_views: int, num_local: int = 0, local_size: int = 0,
+                 crop_min_scale: Optional[float] = None) -> MultiView:
+    """The per-view pipelines of a method: `num_views` global views plus optional local crops.
+
+    `crop_min_scale` replaces the paper's lower bound of the random-resized-crop area (0.2 for
+    MoCo v2 / SimSiam, 0.08 for BYOL); small-object data keeps the object in both views with a higher one.
+    """
     if pipeline not in PIPELINES:
         raise UserError(f"unknown augmentation pipeline {pipeline!r}; known: {', '.join(sorted(PIPELINES))}")
-    views = PIPELINES[pipeline](image_size, num_views)
+    build, scale = PIPELINES[pipeline]
+    if crop_min_scale is not None:
+        if not 0.0 < float(crop_min_scale) <= 1.0:
+            raise UserError(f"teacher.crop_min_scale = {crop_min_scale} must be in (0, 1]")
+        scale = (float(crop_min_scale), 1.0)
+    views = build(image_size, num_views, scale)
     if num_local:
         views = multicrop(views, num_local, local_size or max(8, int(round(image_size * 96 / 224))))
     return MultiView(views)
