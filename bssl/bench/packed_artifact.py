@@ -5,14 +5,15 @@ first would make the float weights (117 MB for ReActNet-A) the peak memory and t
 of the "deployed" model. This format keeps each BinaryConvBN's weights as packed sign bits
 (bssl.kernels.pack_weights) with alpha and BatchNorm folded into one scale and shift per output
 channel (the fused transform the kernels apply), and everything else (stem, RSign/RPReLU biases,
-head) as float. Loading builds the student on the meta device and materialises one binary unit
-at a time (sign(W) from the bits, a BN equal to the folded affine map) right before handing it to
-bssl.deploy.PackedBinaryConvBN, so the float copy of at most one layer is alive at any moment.
+head) as float. Loading builds the student on the meta device, materialises only its float part
+and builds each unit's kernel straight from the stored bits (bssl.kernels.PackedConv2d), so no
+float copy of a binary weight ever exists: loading ReActNet-A adds about 20 MiB to the process.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict
 
 import torch
@@ -63,10 +64,44 @@ def save_packed(model: torch.nn.Module, path: os.PathLike | str) -> int:
     return os.path.getsize(path)
 
 
-def load_packed(path: os.PathLike | str, threads: int = 1) -> torch.nn.Module:
-    """Rebuild the packed-inference student of a file written by save_packed."""
+def _unit_from_bits(data: Dict[str, Any], name: str, template: torch.nn.Module, threads: int, extra_shift=None):
+    """A bssl.deploy.PackedBinaryConvBN whose kernel is built from the stored bits: no float weights.
+
+    The unit on the meta device gives the geometry; the module gets exactly the attributes
+    PackedBinaryConvBN.__init__ sets (the test against bssl.deploy.pack guards this)."""
     from .. import kernels as K
     from ..deploy import PackedBinaryConvBN
+
+    conv = template.conv
+    stride = int(conv.stride[0])
+    padding = int(conv.padding[0])
+    if float(getattr(conv, "pad_value", 1.0)) != 1.0:
+        raise UserError(f"{name}: zero-padded students are not supported by the packed file; use pad_value=1")
+    scale = data["scale"].double()
+    shift = data["shift"].double()
+    if extra_shift is not None:
+        shift = shift + extra_shift.detach().double().cpu().reshape(-1)
+    bits = data["bits"].view(torch.uint64)
+    mod = PackedBinaryConvBN.__new__(PackedBinaryConvBN)
+    torch.nn.Module.__init__(mod)
+    mod.in_channels, mod.out_channels = int(data["in_channels"]), int(bits.shape[0])
+    mod.kernel_size = (int(bits.shape[1]), int(bits.shape[2]))
+    mod.stride, mod.padding, mod.pad_value, mod.threads = stride, padding, 1.0, int(threads)
+    mod.kernel = K.PackedConv2d(bits, mod.in_channels, stride, padding, out="float", scale=scale, shift=shift)
+    mod.register_buffer("rsign_bias", data["rsign_bias"].float().contiguous().clone())
+    mod.register_buffer("scale", scale.float())
+    mod._wsign = None
+    mod._corr = {}
+    return mod
+
+
+def load_packed(path: os.PathLike | str, threads: int = 1) -> torch.nn.Module:
+    """Rebuild the packed-inference student of a file written by save_packed.
+
+    Mirrors bssl.deploy.pack: every BinaryConvBN runs on the kernels, and where pack folds the
+    following RPReLU's input bias into the unit's shift it is folded here too.
+    """
+    from .. import deploy
     from ..models import build_model
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -79,34 +114,31 @@ def load_packed(path: os.PathLike | str, threads: int = 1) -> torch.nn.Module:
         model = build_model(name, **spec, stage=2)
     model.eval()
     units = dict(_units(model))
-    for uname, data in payload["units"].items():
-        unit = units[uname]
-        unit.to_empty(device="cpu")
-        prefix = f"{uname}."
-        own = {k[len(prefix):]: v for k, v in payload["fp_state"].items() if k.startswith(prefix)}
-        signs = K.unpack_bits(data["bits"].view(torch.uint64), data["in_channels"])  # (O, kh, kw, C) of +-1
-        own["conv.weight"] = torch.as_tensor(signs).permute(0, 3, 1, 2).contiguous()  # alpha = 1
-        # a BN that is exactly y = scale*x + shift (mean 0, var + eps = 1): PackedBinaryConvBN refolds it unchanged
-        n = data["scale"].numel()
-        own.update({"bn.weight": data["scale"], "bn.bias": data["shift"], "bn.running_mean": torch.zeros(n),
-                    "bn.running_var": torch.full((n,), 1.0 - data["eps"], dtype=torch.float64).float(),
-                    "bn.num_batches_tracked": torch.zeros((), dtype=torch.long)})
-        unit.load_state_dict(own, strict=False)
-        parent_name, _, child = uname.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, PackedBinaryConvBN(unit, uname, threads))
-        del unit, own, signs
-    # what remains on the meta device is the float part: materialise it and load its weights
-    packed_mods = {id(m) for u in model.modules() if isinstance(u, PackedBinaryConvBN) for m in u.modules()}
+    inside = {id(m) for u in units.values() for m in u.modules()}
+    # the float part first (stem, RPReLU, head), so the RPReLU biases to fold are real numbers
     for m in model.modules():
-        if id(m) not in packed_mods:
+        if id(m) not in inside:
             m.to_empty(device="cpu", recurse=False)
     unit_names = tuple(u + "." for u in payload["units"])
     rest = {k: v for k, v in payload["fp_state"].items() if not k.startswith(unit_names)}
-    missing, unexpected = model.load_state_dict(rest, strict=False)
+    with warnings.catch_warnings():
+        # BatchNorm fills a default num_batches_tracked for the (meta, soon replaced) units and warns
+        warnings.filterwarnings("ignore", message=".*meta parameter.*")
+        missing, unexpected = model.load_state_dict(rest, strict=False)
     leftover = [k for k in missing if not k.startswith(unit_names)]
     if leftover or unexpected:
         raise UserError(f"{path} does not match its spec: missing {leftover[:3]}, unexpected {unexpected[:3]}")
+    folds = getattr(deploy, "_rprelu_folds", None)
+    prelu_out = getattr(deploy, "_PReLUOut", None)
+    shifts, acts = folds(model) if folds is not None and prelu_out is not None else ({}, [])
+    for uname, data in payload["units"].items():
+        unit = units.pop(uname)
+        data = {**data, "rsign_bias": payload["fp_state"][f"{uname}.sign.bias"]}
+        packed = _unit_from_bits(data, uname, unit, threads, shifts.get(id(unit)))
+        parent_name, _, child = uname.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, packed)
+    for blk, attr in acts:
+        setattr(blk, attr, prelu_out(getattr(blk, attr)))
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
