@@ -128,3 +128,36 @@ def test_lars_minimises_quadratic():
     assert float((w ** 2).sum()) < 0.1 * start
     with pytest.raises(UserError):
         build_optimizer([nn.Linear(2, 2)], {"optimizer": "rmsprop"})
+
+
+def test_direct_mocov2_baseline_trains_the_student_with_the_teacher_settings():
+    torch.manual_seed(0)
+    student = tiny_student(12)
+    method = METHODS.get("direct-mocov2")(student, {"ssl_config": {"queue_size": 32, "proj_hidden": 16,
+                                                                    "proj_dim": 8}}, dcfg())
+    assert method.ssl.queue.shape == (32, 8)
+    out = method.loss(student, None, [torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)], None, 0, 10)
+    out["loss"].backward()
+    grads = method.grad_groups(student)
+    assert _nonzero(grads["features"]) and _nonzero(grads["ssl_heads"])
+    method.after_step(student, 0, 10)  # momentum update of the key encoder runs
+
+
+def test_s2bnn_head_rebuild_and_supervised_kl():
+    from bssl.distill.s2bnn import rebuild_sequential
+    from bssl.teachers.heads import mlp
+
+    torch.manual_seed(0)
+    head = mlp([24, 16, 8]).eval()
+    rebuilt = rebuild_sequential(head.state_dict()).eval()
+    x = torch.randn(4, 24)
+    assert torch.allclose(head(x), rebuilt(x))
+
+    student = tiny_student(5)
+    method = METHODS.get("supervised-kl")(student, {"feature_dim": 24}, dcfg(), num_labels=5)
+    assert METHODS.get("supervised-kl").student_num_classes(dcfg(), 5) == 5
+    teacher = tiny_teacher().requires_grad_(False)
+    out = method.loss(student, teacher, [torch.randn(8, 3, 32, 32)] * 2, torch.randint(0, 5, (8,)), 0, 10)
+    out["loss"].backward()
+    assert method.classifier.weight.grad.abs().sum() > 0  # the labels train the teacher-side classifier
+    assert _nonzero([p.grad for p in student.classifier.parameters()])

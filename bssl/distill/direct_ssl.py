@@ -35,9 +35,12 @@ class _DirectSSL(DistillMethod):
         super().__init__(student, teacher_info, dcfg, num_labels)
         from bssl.teachers import METHODS as SSL_METHODS, method_config
 
-        # [distill.<name>] overrides the teacher-method defaults (queue, momentum, head sizes)
-        opts = {k: v for k, v in dcfg.items() if k in ("queue_size", "ema_momentum", "proj_hidden", "proj_dim",
-                                                        "pred_hidden")}
+        # the [teacher] section's method keys (queue, momentum, head sizes: the run's tuned SSL setting),
+        # then [distill] keys of the same names, then a [distill.<name>] table
+        keys = ("queue_size", "ema_momentum", "temperature", "proj_hidden", "proj_dim", "pred_hidden")
+        tsec = dict(teacher_info.get("ssl_config", {}))
+        opts = {k: tsec[k] for k in keys if k in tsec}
+        opts.update({k: dcfg[k] for k in keys if k in dcfg and k != "temperature"})
         opts.update(dcfg.get(self.ssl_name, {}) if isinstance(dcfg.get(self.ssl_name), dict) else {})
         self.ssl = SSL_METHODS.get(self.ssl_name)(StudentTrunk(student), method_config(self.ssl_name, opts))
 

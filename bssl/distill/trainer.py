@@ -157,7 +157,8 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
     device = pick_device(str(cfg.get("run", {}).get("device", "auto")))
 
     # validate every input before anything is written
-    teacher, tinfo = (None, {})
+    # direct SSL baselines take their method settings from the run's [teacher] section
+    teacher, tinfo = (None, {"ssl_config": dict(cfg.get("teacher", {}))})
     if method_cls.needs_teacher:
         if teacher_path is None:
             raise UserError(f"method {method_name!r} needs --teacher PATH")
