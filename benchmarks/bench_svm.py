@@ -42,11 +42,12 @@ def main() -> None:
     p.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 96])
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--selection", default="test", choices=["test", "full", "cv"])
+    p.add_argument("--signal", type=float, default=0.25, help="class-centre scale against unit noise (difficulty)")
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    centres = np.random.default_rng(123).normal(size=(args.classes, args.dim)) * 0.6
+    centres = np.random.default_rng(123).normal(size=(args.classes, args.dim)) * args.signal
     train = make_features(args.train, args.dim, args.classes, 0, centres)
     test = make_features(args.test, args.dim, args.classes, 1, centres)
     rows = []
