@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--init starts stage 2 from a stage-1 checkpoint; pass it together with --stage 2")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder; choose another --out")
+    if args.resume and not out.is_dir():
+        raise UserError(f"--resume: {out} does not exist; drop --resume to start a new distillation")
     has_run = out.is_dir() and any((out / n).exists() for n in ("stage1.pt", "stage2.pt", "student.pt", "stage1", "stage2"))
     only_stage2 = args.stage == 2 and args.init is None
     if has_run and not (args.resume or args.force or only_stage2):

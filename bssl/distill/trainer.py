@@ -144,7 +144,8 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
     Returns `checkpoint` (final student .pt, kind "student"), `stage_checkpoints`, `history`
     (one dict per epoch), `plots` (PNG paths), `seconds`, plus `method` and `stages`.
     `stage` runs one stage only; stage 2 alone needs `init` (a stage-1 checkpoint) or an
-    existing `out_dir/stage1.pt`.
+    existing `out_dir/stage1.pt`. `resume=True` continues whatever `out_dir` holds (finished stages
+    are kept, an unfinished one restarts from its last epoch) and starts fresh when it holds nothing.
     """
     t0 = time.time()
     out_dir = Path(out_dir)
@@ -172,8 +173,6 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
         else:
             raise UserError(f"stage 2 needs a stage-1 checkpoint: pass --init PATH (a stage1.pt written by "
                             f"bssl distill) or run stage 1 first into {out_dir}")
-    if resume and not out_dir.is_dir():
-        raise UserError(f"--resume: {out_dir} does not exist; drop --resume to start a new distillation")
     from bssl.data import dataset_from_config
 
     dataset = dataset_from_config(cfg, "train", transform=distill_views(cfg, method_cls.num_views, method_cls.pipeline))
