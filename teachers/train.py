@@ -179,7 +179,9 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         return DataLoader(_Indexed(ds, plain), batch_size=eval_bs // (world if shard else 1), sampler=sampler,
                           shuffle=False, num_workers=workers)
 
-    def monitor() -> float:
+    def monitor() -> Optional[float]:
+        if getattr(train_set, "multilabel", False):
+            return None  # single-label kNN accuracy has no meaning on multi-hot targets
         if not main:
             return float("nan")
         train_f, train_y = extract_features(method.encoder, plain_loader(train_set, False), device)
@@ -191,8 +193,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     knn_every = max(int(t["knn_every"]), 1)
     last_epoch = epochs if stop_after is None else min(epochs, int(stop_after))
     for epoch in range(start_epoch, last_epoch):
-        ctx = {"plain_loader": None, "num_train": len(train_set), "device": device}
-        ctx["plain_loader"] = plain_loader(train_set, True)
+        ctx = {"plain_loader": plain_loader(train_set, True), "num_train": len(train_set), "device": device}
         changed = method.prepare_epoch(epoch, epochs, ctx)
         if model is None or changed:
             model = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if distributed else method
@@ -249,7 +250,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         if distributed:
             torch.distributed.barrier()
 
-    knn = next((h["knn_acc"] for h in reversed(history) if "knn_acc" in h), None)
+    knn = next((h["knn_acc"] for h in reversed(history) if h.get("knn_acc") is not None), None)
     if knn is None:
         knn = monitor()
     ips = sum(speeds) / len(speeds) if speeds else next((h["images_per_s"] for h in reversed(history)), 0.0)

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     result = train_teacher(cfg, out, resume=args.resume)
     if main:
         write_json(report_path, {"command": "teacher", "preset": cfg["preset"]["name"], "config": cfg, **result})
-        print(f"teacher {result['method']}: kNN accuracy {result['knn_acc']:.4f}, {result['images_per_s']:.1f} images/s")
+        knn = "n/a (multi-label data)" if result["knn_acc"] is None else f"{result['knn_acc']:.4f}"
+        print(f"teacher {result['method']}: kNN accuracy {knn}, {result['images_per_s']:.1f} images/s")
         print(f"checkpoint: {result['checkpoint']}  report: {report_path}")
     return 0
