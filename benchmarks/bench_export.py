@@ -23,7 +23,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Dict, Optional  # noqa: E402
+from typing import Any, Callable, Dict  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,17 +33,25 @@ from bssl.models import build_model  # noqa: E402
 from bssl.utils import write_json  # noqa: E402
 
 
-def time_fn(fn: Callable[[], Any], warmup: int, runs: int) -> Dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
+def _stats(ts) -> Dict[str, float]:
     a = np.asarray(ts)
     return {"p50_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)), "min_ms": float(a.min()),
-            "runs": runs}
+            "runs": int(a.size)}
+
+
+def time_interleaved(fns: Dict[str, Callable[[], Any]], warmup: int, runs: int) -> Dict[str, Dict[str, float]]:
+    """Round-robin timing: one call of each backend per round, so load from other processes on a
+    shared machine hits every backend alike and the ratios stay comparable."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, list] = {k: [] for k in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: _stats(v) for k, v in times.items()}
 
 
 def randomised_student(size: int, seed: int = 0) -> torch.nn.Module:
@@ -135,22 +143,27 @@ def main(argv=None) -> int:
     from bssl.export.tvm_export import load_runner
 
     run_tvm = load_runner(Path(tvm_res["path"]))
-    rows["tvm " + tvm_res["target"]] = time_fn(lambda: run_tvm(x), args.warmup, args.runs)
-
+    tvm_name = "tvm " + tvm_res["target"]
+    fns: Dict[str, Callable[[], Any]] = {tvm_name: lambda: run_tvm(x)}
+    xt = torch.from_numpy(x)
     try:
         from bssl.deploy import pack
 
         packed = pack(student, threads=1)
-        xt = torch.from_numpy(x)
-        with torch.no_grad():
-            rows["bssl.deploy.pack (kernels)"] = time_fn(lambda: packed(xt), args.warmup, args.runs)
+
+        def run_kernels():
+            with torch.no_grad():
+                return packed(xt)
+
+        fns["bssl.deploy.pack (kernels)"] = run_kernels
     except Exception as exc:  # kernels not built on this machine
         rows["bssl.deploy.pack (kernels)"] = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
-
     sess = ort_session(Path(onnx_res["path"]))
-    rows["onnxruntime FP32 ReActNet-A"] = time_fn(lambda: sess.run(["logits"], {"input": x}), args.warmup, args.runs)
+    fns["onnxruntime FP32 ReActNet-A"] = lambda: sess.run(["logits"], {"input": x})
     rn = ort_session(resnet18_onnx(out / "resnet18.onnx", size))
-    rows["onnxruntime FP32 ResNet-18"] = time_fn(lambda: rn.run(None, {"input": x}), args.warmup, args.runs)
+    fns["onnxruntime FP32 ResNet-18"] = lambda: rn.run(None, {"input": x})
+    print(f"timing {len(fns)} backends interleaved, {args.runs} rounds ...", flush=True)
+    rows.update(time_interleaved(fns, args.warmup, args.runs))
 
     py = None if args.no_lce else larq_env.find_larq_python()
     if py is not None:
@@ -163,24 +176,29 @@ def main(argv=None) -> int:
             res = larq_env.run_larq(py, [fh.name, lce_res["path"], args.warmup, args.runs])
             os.unlink(fh.name)
             ts = np.asarray([float(v) for v in res.stdout.split()])
-            rows["LCE .tflite (x86)"] = {"p50_ms": float(np.median(ts)), "p90_ms": float(np.percentile(ts, 90)),
-                                         "min_ms": float(ts.min()), "runs": int(ts.size)}
+            rows["LCE .tflite (x86, own process)"] = _stats(ts)
         except Exception as exc:
-            rows["LCE .tflite (x86)"] = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
+            rows["LCE .tflite (x86, own process)"] = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
     else:
-        rows["LCE .tflite (x86)"] = {"error": f"skipped: {larq_env.CREATE_HELP}" if not args.no_lce else "skipped"}
+        rows["LCE .tflite (x86, own process)"] = {"error": f"skipped: {larq_env.CREATE_HELP}" if not args.no_lce else "skipped"}
 
-    xt = torch.from_numpy(x)
-    with torch.no_grad():
-        rows["PyTorch eager ReActNet-A"] = time_fn(lambda: student(xt), 1, args.torch_runs)
+    def run_torch():
+        with torch.no_grad():
+            return student(xt)
 
-    tvm_ms = rows["tvm " + tvm_res["target"]]["p50_ms"]
+    rows["PyTorch eager ReActNet-A"] = time_interleaved({"t": run_torch}, 1, args.torch_runs)["t"]
+
+    tvm_ms = rows[tvm_name]["p50_ms"]
     kern = rows["bssl.deploy.pack (kernels)"].get("p50_ms")
+    rn_ms = rows["onnxruntime FP32 ResNet-18"]["p50_ms"]
     report["targets"] = {
         "tvm_over_kernels": tvm_ms / kern if kern else None,
         "tvm_within_2x_of_kernels": bool(kern and tvm_ms <= 2 * kern),
-        "tvm_over_onnxruntime_resnet18": tvm_ms / rows["onnxruntime FP32 ResNet-18"]["p50_ms"],
-        "tvm_faster_than_onnxruntime_resnet18": tvm_ms < rows["onnxruntime FP32 ResNet-18"]["p50_ms"],
+        "tvm_over_onnxruntime_resnet18": tvm_ms / rn_ms,
+        "tvm_faster_than_onnxruntime_resnet18": tvm_ms < rn_ms,
+        "by_min": {"tvm_over_kernels": rows[tvm_name]["min_ms"] / rows["bssl.deploy.pack (kernels)"]["min_ms"]
+                   if kern else None,
+                   "tvm_over_onnxruntime_resnet18": rows[tvm_name]["min_ms"] / rows["onnxruntime FP32 ResNet-18"]["min_ms"]},
     }
 
     print(f"\nReActNet-A exports, {size}x{size}, batch 1, 1 thread (p50 / p90 / min ms)")
@@ -199,9 +217,9 @@ def main(argv=None) -> int:
             print(f"equivalence {k}: top-1 {eq['top1_agreement']:.3f}, max rel err {eq['max_rel_error']:.2e}, "
                   f"within 1e-3 {eq['within_tol']:.3f} ({eq['samples']} inputs)")
     t = report["targets"]
-    print(f"targets: tvm/kernels = {t['tvm_over_kernels'] and round(t['tvm_over_kernels'], 2)} (<= 2: "
+    print(f"targets (p50): tvm/kernels = {t['tvm_over_kernels'] and round(t['tvm_over_kernels'], 2)} (<= 2: "
           f"{t['tvm_within_2x_of_kernels']}), tvm/ort-resnet18 = {t['tvm_over_onnxruntime_resnet18']:.2f} "
-          f"(< 1: {t['tvm_faster_than_onnxruntime_resnet18']})")
+          f"(< 1: {t['tvm_faster_than_onnxruntime_resnet18']}); by min: {t['by_min']}")
     path = args.json or out / "bench_export.json"
     write_json(path, report)
     print(f"json: {path}")
