@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
             eq = res.get("equivalence")
             checked = (f"  top-1 agree {eq['top1_agreement']:.3f}, max rel err {eq['max_rel_error']:.2e} "
                        f"({eq['samples']} inputs, {eq['runtime']})") if eq else ""
+            pops = res.get("popcount_instructions")
+            if pops:
+                checked += f"  {res['elf_machine']} ELF, NEON popcounts: {sum(pops.values())}"
             print(f"{fmt}{'/' + res['target'] if res.get('target') else ''}: {res['path']} "
                   f"({res['bytes'] / 1e6:.2f} MB){checked}")
     report = args.report or Path(out) / "export.json"
