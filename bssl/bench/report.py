@@ -104,8 +104,11 @@ def evaluate_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
             return
         ratio = other["p50_ms"] / best["p50_ms"]
         met = ratio > need if strict_gt else ratio >= need
-        out.append({"name": name, "goal": goal, "ratio": ratio, "met": met,
-                    "measured": f"{ratio:.2f}x ({best['p50_ms']:.2f} ms {who} vs {other['p50_ms']:.2f} ms)"})
+        # the ratio of the minima is less sensitive to a busy machine; shown beside, not judged
+        min_ratio = other["min_ms"] / best["min_ms"] if best.get("min_ms") and other.get("min_ms") else None
+        out.append({"name": name, "goal": goal, "ratio": ratio, "min_ratio": min_ratio, "met": met,
+                    "measured": f"{ratio:.2f}x p50 ({best['p50_ms']:.2f} ms {who} vs {other['p50_ms']:.2f} ms)"
+                                + (f"; {min_ratio:.2f}x min" if min_ratio else "")})
 
     ratio_target("speed vs onnxruntime FP32 ResNet-18", ">= 3x faster", refs.get("onnxruntime"), 3.0)
     ratio_target("speed vs onnxruntime int8 ResNet-18", "faster (> 1x)", refs.get("onnxruntime-int8"), 1.0, True)
@@ -114,8 +117,10 @@ def evaluate_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
     if best is not None and best.get("bytes"):
         # judged on the stricter reading, 8 MB = 8,000,000 bytes; MiB shown beside
         n = best["bytes"]
+        others = "".join(f"; {r['backend']} {r['bytes'] / 1e6:.2f} MB" for r in packed
+                         if r is not best and r.get("bytes"))
         out.append({"name": "deployed ReActNet-A size", "goal": "< 8 MB (8e6 bytes)", "bytes": n, "met": n < 8e6,
-                    "measured": f"{n / 1e6:.2f} MB = {n / 2**20:.2f} MiB ({who})"})
+                    "measured": f"{n / 1e6:.2f} MB = {n / 2**20:.2f} MiB ({who}){others}"})
     else:
         out.append({"name": "deployed ReActNet-A size", "goal": "< 8 MB", "measured": "missing", "met": None})
     ref_mem = refs.get("onnxruntime", {}).get("peak_mem_mb") if refs.get("onnxruntime") else None
