@@ -61,7 +61,9 @@ def render_page(backends: Optional[Dict[str, Any]], scaling: Optional[Dict[str, 
     cmd = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     out = [
         "# bssl on this machine's CPU", "",
-        f"Regenerate with `{cmd}` (total {sum(timings.values()) / 60:.1f} min this time). "
+        f"Regenerate with `{cmd}` ("
+        + (f"total {sum(timings.values()) / 60:.1f} min this time). " if timings else "page re-rendered from saved JSON). ")
+        + 
         f"bssl {code_version()}, measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
         "## Machine", "",
         f"- CPU: {m.get('cpu')} ({m.get('arch')}, {m.get('logical_cpus')} logical CPUs"
@@ -100,6 +102,39 @@ def render_page(backends: Optional[Dict[str, Any]], scaling: Optional[Dict[str, 
     return "\n".join(out) + "\n"
 
 
+def _render_only(args, out: Path, doc: Path) -> int:
+    import json
+
+    from bssl.bench import evaluate_targets, write_reports
+    from bssl.utils import atomic_path
+
+    def read(path: Path):
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    backends = read(out / "backends" / "bench.json")
+    if backends is None:
+        print(f"error: no {out / 'backends' / 'bench.json'}; run without --render-only first", file=sys.stderr)
+        return 2
+    backends["targets"] = evaluate_targets(backends)  # with the current target rules
+    backends["files"] = write_reports(backends, out / "backends")
+    scaling = read(out / "scaling.json")
+    layers = read(out / "layers.json")
+    if layers is not None:
+        from bssl.bench.layers import layers_markdown
+
+        layers["markdown"] = layers_markdown(layers)
+    doc_dir = doc.parent / doc.stem
+    plots = {k: v for k, v in {
+        "latency": _copy_plot(backends["files"].get("latency_plot"), doc_dir, "latency.png"),
+        "scaling": _copy_plot((scaling or {}).get("files", {}).get("plot"), doc_dir, "scaling.png"),
+    }.items() if v}
+    page = render_page(backends, scaling, layers, plots, {}, ["page re-rendered from the JSON of an earlier run"], args)
+    with atomic_path(doc) as tmp:
+        tmp.write_text(page)
+    print(f"wrote {doc}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and few runs: checks the pipeline in 1-2 minutes")
@@ -109,12 +144,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument("--skip-layers", action="store_true")
     ap.add_argument("--accuracy-report", default=None, help="JSON with accuracy per model (a run report)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="measure nothing: rebuild the page from the JSON files a previous run left in --out")
     args = ap.parse_args(argv)
     out = Path(args.out)
     doc = Path(args.doc) if args.doc else (out / "results-cpu.md" if args.quick else ROOT / "docs" / "results-cpu.md")
     q = args.quick
     timings: Dict[str, float] = {}
     notes: List[str] = []
+
+    if args.render_only:
+        return _render_only(args, out, doc)
 
     bargs = SimpleNamespace(models=bench_backends.DEFAULT_MODELS, backends=bench_backends.DEFAULT_BACKENDS,
                             threads=args.threads, input_size=64 if q else 224, runs=5 if q else 30,
