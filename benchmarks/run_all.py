@@ -64,7 +64,8 @@ def render_page(backends: Optional[Dict[str, Any]], scaling: Optional[Dict[str, 
         f"Regenerate with `{cmd}` ("
         + (f"total {sum(timings.values()) / 60:.1f} min this time). " if timings else "page re-rendered from saved JSON). ")
         + 
-        f"bssl {code_version()}, measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
+        f"bssl {(backends or {}).get('bssl_version') or code_version()}, measured "
+        f"{(backends or {}).get('measured_utc') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
         "## Machine", "",
         f"- CPU: {m.get('cpu')} ({m.get('arch')}, {m.get('logical_cpus')} logical CPUs"
         f"{', virtual machine' if m.get('hypervisor') else ''})",

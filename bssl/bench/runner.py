@@ -184,6 +184,7 @@ def run_benchmarks(models: Sequence[str], backends: Optional[Sequence[str]] = No
     report = {
         "kind": "bench",
         "bssl_version": code_version(),
+        "measured_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": describe_machine(),
         "settings": {"threads": threads, "input_size": input_size, "runs": runs, "warmup": warmup,
                      "batch_sizes": batches, "seed": seed, "budget_s": budget_s},
