@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+import torch
+
 from ..utils import atomic_path, code_version, pick_device, seed_everything, write_json
 from . import fewshot, knn, linear, rankme, semisup, svm, transfer  # noqa: F401  (register protocols)
 from .context import EvalContext, eval_splits
@@ -52,11 +54,18 @@ def evaluate(extractor_or_path: Any, cfg: Dict[str, Any], protocols: Optional[Se
     out_dir = Path(out_dir)
     ctx = EvalContext(extractor, cfg, out_dir, dataset=dataset, data_root=data_root)
     results: Dict[str, dict] = {}
-    for p in protocols:
-        t0 = time.perf_counter()
-        res = PROTOCOLS.get(p)(ctx)
-        res["seconds"] = round(time.perf_counter() - t0, 3)
-        results[p] = res
+    threads = int(cfg.get("eval", {}).get("threads", 0) or 0)  # 0: keep torch's default
+    saved_threads = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        for p in protocols:
+            t0 = time.perf_counter()
+            res = PROTOCOLS.get(p)(ctx)
+            res["seconds"] = round(time.perf_counter() - t0, 3)
+            results[p] = res
+    finally:
+        torch.set_num_threads(saved_threads)
     report = {"model": model_name, "extractor_key": extractor.key, "input_size": extractor.input_size,
               "bssl_version": code_version(), "results": results}
     if "fewshot" in results:
