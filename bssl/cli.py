@@ -17,6 +17,18 @@ from .errors import UserError
 SUBCOMMANDS = ("run", "teacher", "distill", "export", "bench", "eval", "profile")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Show a default only where it says something and the help text does not already name it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], argparse.SUPPRESS)
+                or action.option_strings == [] and action.nargs in ("*", "+")):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bssl",
@@ -28,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"bssl.commands.{name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=_HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
