@@ -1,6 +1,5 @@
 """Data parallel on CPU: 2 gloo processes on loopback must equal one process on the same global batch."""
 
-import copy
 import os
 import socket
 
