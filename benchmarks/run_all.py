@@ -87,8 +87,11 @@ def render_page(backends: Optional[Dict[str, Any]], scaling: Optional[Dict[str, 
         out += ["not measured (see notes)", ""]
     out += ["## Cost growth (latency and memory vs input size and width)", ""]
     if scaling:
-        out += [f"{scaling['model']}, batch 1; size sweep at width {scaling['size_sweep_width']:g}, width sweep at "
-                f"{scaling['width_sweep_size']} px. Slopes are log-log least squares (2 = grows with pixels / channels²).",
+        out += [f"{scaling['model']}, batch 1; size sweep at width {scaling['size_sweep_width']:g} with the "
+                f"{scaling.get('size_sweep_stem', '?')} stem throughout (the ImageNet stem needs >= 64 px), width sweep at "
+                f"{scaling['width_sweep_size']} px ({scaling.get('width_sweep_stem', '?')} stem). Slopes are log-log least "
+                "squares (2 = grows with pixels / channels²). The torch rows of the student binarise their float "
+                "weights on every call, a fixed cost that flattens their slope.",
                 "", scaling_markdown(scaling), ""]
         if plots.get("scaling"):
             out += [f"![cost growth]({plots['scaling']})", ""]

@@ -52,8 +52,11 @@ def run_scaling(model: str = "reactnet-a", backends: Sequence[str] = ("kernels",
     out_dir = Path(out_dir)
     points: List[Dict[str, Any]] = []
     baselines: Dict[tuple, Dict[str, Any]] = {}
-    sweeps = [("input_size", s, _with_option(model, width=size_sweep_width), s) for s in sizes]
-    sweeps += [("width", w, _with_option(model, width=w), width_sweep_size) for w in widths]
+    # one architecture along each sweep: stem "auto" would switch stems at 96 px and break the slope
+    size_stem = ref.options.get("stem") or ("small" if min(sizes) < 64 else "imagenet")
+    width_stem = ref.options.get("stem") or ("small" if width_sweep_size < 96 else "imagenet")
+    sweeps = [("input_size", s, _with_option(model, width=size_sweep_width, stem=size_stem), s) for s in sizes]
+    sweeps += [("width", w, _with_option(model, width=w, stem=width_stem), width_sweep_size) for w in widths]
     for axis, value, spec, size in sweeps:
         rep = run_benchmarks([spec], list(backends), threads=threads, input_size=size, runs=runs, warmup=warmup,
                              out_dir=out_dir / "scaling", batch_sizes=(1,), progress=progress,
@@ -73,7 +76,8 @@ def run_scaling(model: str = "reactnet-a", backends: Sequence[str] = ("kernels",
             }
     report = {"kind": "bench-scaling", "bssl_version": code_version(), "machine": describe_machine(), "model": model,
               "backends": list(backends), "threads": threads, "runs": runs, "size_sweep_width": size_sweep_width,
-              "width_sweep_size": width_sweep_size, "points": points, "slopes": slopes}
+              "width_sweep_size": width_sweep_size, "size_sweep_stem": size_stem, "width_sweep_stem": width_stem,
+              "points": points, "slopes": slopes}
     plot = plot_scaling(report, out_dir / "scaling.png")
     report["files"] = {"json": str(Path(report_path) if report_path else out_dir / "scaling.json"),
                        **({"plot": str(plot)} if plot else {})}
@@ -92,8 +96,8 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
     from matplotlib.ticker import ScalarFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    titles = {"input_size": f"input size (width {report['size_sweep_width']:g})",
-              "width": f"width multiplier ({report['width_sweep_size']} px)"}
+    titles = {"input_size": f"input size (width {report['size_sweep_width']:g}, {report.get('size_sweep_stem', '?')} stem)",
+              "width": f"width multiplier ({report['width_sweep_size']} px, {report.get('width_sweep_stem', '?')} stem)"}
     for col, axis in enumerate(("input_size", "width")):
         for row, (key, label) in enumerate((("p50_ms", "p50 latency, batch 1 (ms)"), ("peak_mem_mb", "peak memory (MiB)"))):
             ax = axes[row][col]
