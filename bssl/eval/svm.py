@@ -24,7 +24,8 @@ from .registry import PROTOCOLS
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
+    """Unit-norm rows in float64, the dtype LIBLINEAR works in (no conversion copy in every fit)."""
+    x = np.asarray(x, dtype=np.float64)
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-10)
 
 
@@ -63,7 +64,7 @@ def fit_class(x: np.ndarray, labels: np.ndarray, rows: Optional[np.ndarray], cos
     """
     if rows is not None:
         x, labels = x[rows], labels[rows]
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float64)
     y = np.where(labels == 1, 1, -1)
     n_pos, n_neg = int((y == 1).sum()), int((y == -1).sum())
     if n_pos == 0 or n_neg == 0:
@@ -92,14 +93,14 @@ def fit_single(x: np.ndarray, labels: np.ndarray, rows: Optional[np.ndarray], co
     if rows is not None:
         x, labels = x[rows], labels[rows]
     y = np.where(labels == 1, 1, -1)
-    clf, nc = _fit(np.asarray(x, dtype=np.float32), y, cost, seed)
-    return {"cost": float(cost), "coef": clf.coef_.ravel().astype(np.float32), "intercept": float(clf.intercept_[0]),
+    clf, nc = _fit(np.asarray(x, dtype=np.float64), y, cost, seed)
+    return {"cost": float(cost), "coef": clf.coef_.ravel(), "intercept": float(clf.intercept_[0]),
             "not_converged": nc, "n_pos": int((y == 1).sum()), "n_neg": int((y == -1).sum())}
 
 
 def _scores(models: list, x: np.ndarray) -> np.ndarray:
     w = np.stack([m["coef"] for m in models], 1)
-    b = np.array([m["intercept"] for m in models], dtype=np.float32)
+    b = np.array([m["intercept"] for m in models], dtype=np.float64)
     return x @ w + b
 
 
