@@ -8,6 +8,7 @@ device's own clock, not the network round trip.
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -81,6 +82,10 @@ def run_remote(lib_path, host: Optional[str] = None, port: Optional[int] = None,
         vm.invoke_stateful("main")
     res = timer("main")
     times = np.asarray(res.results, dtype=np.float64) * 1e3
+    # Drop every remote handle now: the server serves one session at a time, and a session kept
+    # alive by lingering references would block the next connection.
+    del timer, vm, lib, x, dev, remote
+    gc.collect()
     return {
         "backend": "tvm-rpc", "endpoint": f"tracker {tracker[0]}:{tracker[1]}/{key}" if tracker else f"{host}:{port}",
         "runs": int(times.size), "mean_ms": float(times.mean()), "p50_ms": float(np.percentile(times, 50)),
