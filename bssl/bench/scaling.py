@@ -93,7 +93,7 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     titles = {"input_size": f"input size (width {report['size_sweep_width']:g}, {report.get('size_sweep_stem', '?')} stem)",
@@ -111,9 +111,11 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
                 ax.plot(xs, ys, "o-", label=f"{b} (slope {slope:.2f})" if slope is not None else b)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            for a in (ax.xaxis, ax.yaxis):  # plain numbers, not 2.5x10^2, on short log ranges
+            lo, hi = (ax.get_xlim(), ax.get_ylim())
+            for a, (a0, a1) in ((ax.xaxis, lo), (ax.yaxis, hi)):  # plain numbers, not 2.5x10^2
                 a.set_major_formatter(ScalarFormatter())
-                a.set_minor_formatter(ScalarFormatter())
+                # minor labels only on short ranges, where there would be no major tick to read
+                a.set_minor_formatter(ScalarFormatter() if a1 / max(a0, 1e-12) < 30 else NullFormatter())
             ax.tick_params(which="minor", labelsize=7)
             ax.set_xlabel(titles[axis])
             ax.set_ylabel(label)
