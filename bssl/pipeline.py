@@ -134,9 +134,15 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
     def do_bench():
         from bssl.bench import run_benchmarks
         b = cfg.get("bench", {})
-        models = [student_ckpt, teacher_res["checkpoint"]] + [e["path"] for e in export_res]
-        return _jsonable(run_benchmarks(models, b.get("backends"), b.get("threads", 1), cfg["data"]["image_size"],
-                                        b.get("runs", 30), b.get("warmup", 5), out_dir / "bench"))
+        # the student checkpoint, the FP teacher it replaces, and the deployable files it was exported to
+        models = [student_ckpt, teacher_res["checkpoint"]] + [e["path"] for e in export_res if e["format"] in ("tvm", "lce")]
+        report = run_benchmarks(models, b.get("backends"), int(b.get("threads", 1)), int(cfg["data"]["image_size"]),
+                                int(b.get("runs", 30)), int(b.get("warmup", 5)), out_dir / "bench",
+                                batch_sizes=(1, int(b.get("batch", 8))), budget_s=float(b.get("budget_s", 60)),
+                                seed=int(cfg.get("run", {}).get("seed", 0)))
+        # a backend that cannot run a given file (torch on a .so) is not a result: keep measured and unavailable rows
+        report["rows"] = [r for r in report["rows"] if r.get("status") != "skipped"]
+        return _jsonable(report)
 
     bench_res = step("bench", do_bench)
 
