@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+import torch
+
 from .errors import UserError
 from .utils import code_version, seed_everything, write_json
 
@@ -70,7 +72,7 @@ class RunState:
 def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, force: bool = False,
                  teacher: Optional[Path] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run the whole path on cfg['data'] and write report.json / report.md in out_dir."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # steps record absolute paths: resume works from any folder
     # Validate every input before the run folder is touched, so a mistake leaves nothing behind.
     if teacher is not None:
         if not Path(teacher).is_file():
@@ -152,7 +154,8 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
         res = {"student": _jsonable(evaluate(student_ckpt, cfg, protocols, out_dir / "eval" / "student")),
                "teacher": _jsonable(evaluate(teacher_res["checkpoint"], cfg, protocols, out_dir / "eval" / "teacher"))}
         # The same architecture with random weights on the same probes: the floor that shows learning.
-        random_ckpt = _random_student_checkpoint(student_ckpt, out_dir / "eval" / "random-init.pt")
+        random_ckpt = _random_student_checkpoint(student_ckpt, out_dir / "eval" / "random-init.pt",
+                                                 seed=int(cfg.get("run", {}).get("seed", 0)))
         res["random-init student"] = _jsonable(evaluate(random_ckpt, cfg, protocols, out_dir / "eval" / "random"))
         return res
 
@@ -178,11 +181,13 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
     return report
 
 
-def _random_student_checkpoint(student_ckpt: str, path: Path) -> str:
-    """A student of the same spec with fresh random weights, for the learning floor."""
+def _random_student_checkpoint(student_ckpt: str, path: Path, seed: int) -> str:
+    """A student of the same spec with seeded random weights, for the learning floor."""
     from bssl.models import build_model, load_student, save_student
     trained = load_student(student_ckpt)
-    rand = build_model(**trained.spec)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed + 7919)  # its own stream: the same floor on every run and resume
+        rand = build_model(**trained.spec)
     save_student(path, rand, config={"note": "random-init baseline of the same architecture"})
     return str(path)
 

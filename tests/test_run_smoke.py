@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,8 @@ def test_run_folder_holds_every_artifact(smoke_run):
     formats = {e["format"] for e in report["export"]}
     assert {"onnx", "onnx-packed", "tvm"} <= formats
     for e in report["export"]:
-        p = out / e["path"] if not e["path"].startswith("/") else __import__("pathlib").Path(e["path"])
+        p = Path(e["path"])
+        p = p if p.is_absolute() else out.parent / p  # relative to where bssl run was started
         assert p.is_file() and p.stat().st_size == e["bytes"]
     # the packed ONNX carries 1-bit weights: much smaller than the FP32 ONNX
     size = {e["format"]: e["bytes"] for e in report["export"]}
@@ -67,7 +69,10 @@ def test_resume_skips_finished_steps_and_redoes_missing_ones(smoke_run):
         assert f"{step}: already done" in r.stdout
     assert "eval: done" in r.stdout
     after = json.loads((out / "report.json").read_text())["eval"]
-    assert after == before  # seeded: the same numbers again
+    # seeded: the same numbers again (up to float summation order in multi-threaded BLAS)
+    for who in before:
+        for protocol in before[who]:
+            assert after[who][protocol]["value"] == pytest.approx(before[who][protocol]["value"], abs=1e-6), (who, protocol)
 
 
 def test_resume_with_another_config_is_refused(smoke_run):
