@@ -89,12 +89,9 @@ def render_markdown(report: Dict[str, Any], out_dir: Path) -> str:
         parts += ["## BSSL distillation", "", md_table(["stages", "final loss", "seconds", "student checkpoint"],
                                                         [[len(d.get("stage_checkpoints", [])) or None, last.get("loss"),
                                                           d.get("seconds"), d.get("checkpoint")]]), ""]
-        png = plot_curves(hist, ["loss", "kl", "fs", "lambda"], out_dir / "plots" / "distill.png", "BSSL distillation",
-                          x_key="epoch")
-        for p in [png] + [Path(p) for p in d.get("plots", [])]:
-            if p:
-                p = Path(p)
-                parts += [f"![{p.stem}]({p.relative_to(out_dir) if p.is_relative_to(out_dir) else p})", ""]
+        # the distillation step already drew its loss and gradient-norm curves: link them, don't redraw
+        for p in map(Path, d.get("plots", [])):
+            parts += [f"![{p.stem}]({p.relative_to(out_dir) if p.is_relative_to(out_dir) else p})", ""]
 
     # --- profile
     pr = report.get("profile", {})

@@ -48,12 +48,7 @@ def plot_grad_norms(steps: List[Dict[str, Any]], path, title: str = "gradient no
     ax.set_ylabel("gradient L2 norm")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_losses(history: List[Dict[str, Any]], path, title: str = "losses") -> Optional[Path]:
@@ -78,6 +73,13 @@ def plot_losses(history: List[Dict[str, Any]], path, title: str = "losses") -> O
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    """Write the figure atomically as PNG and release it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
