@@ -27,6 +27,8 @@ COMMON_DEFAULTS: Dict[str, Any] = {
     "multicrop_local": 0,    # extra small crops (multi-crop), 0 = off
     "local_size": 0,         # side of the local crops; 0 = 96/224 of the image size
     "crop_min_scale": None,  # None = the paper's crop scale of the method's pipeline
+    "hue": None,             # None = the paper's hue jitter (0.1); 0.5 where colour is random per image
+    "blur": None,            # None/true = the paper's Gaussian blur; false for 32 px data (solo-learn's CIFAR recipe)
 }
 
 
@@ -68,7 +70,7 @@ class TeacherMethod(nn.Module):
 
     def views(self, image_size: int) -> MultiView:
         return method_views(self.pipeline, image_size, self.num_views, self.num_local, int(self.cfg.get("local_size", 0)),
-                            self.cfg.get("crop_min_scale"))
+                            self.cfg.get("crop_min_scale"), self.cfg.get("hue"), self.cfg.get("blur"))
 
     def forward(self, views: List[torch.Tensor], index: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
         raise UserError(f"method {self.name} does not define a training step")

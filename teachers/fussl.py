@@ -76,7 +76,8 @@ class FUSSL(TeacherMethod):
 
     def views(self, image_size: int):
         n = 2 * self.m if self.phase in (None, "1") else 2
-        return method_views(self.pipeline, image_size, n, crop_min_scale=self.cfg.get("crop_min_scale"))
+        return method_views(self.pipeline, image_size, n, crop_min_scale=self.cfg.get("crop_min_scale"),
+                            hue=self.cfg.get("hue"), blur=self.cfg.get("blur"))
 
     def param_groups(self):
         groups: List[Dict[str, Any]] = []

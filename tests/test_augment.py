@@ -71,3 +71,15 @@ def test_crop_min_scale_overrides_the_paper_scale():
     assert method_views("mocov2", 32, 2, crop_min_scale=0.4).transforms[0].transforms[0].scale == (0.4, 1.0)
     with pytest.raises(UserError, match="crop_min_scale = 1.5"):
         method_views("simsiam", 32, 2, crop_min_scale=1.5)
+
+
+def test_hue_and_blur_overrides():
+    byol = method_views("byol", 32, 2, hue=0.5, blur=False).transforms
+    for view in byol:
+        assert view.transforms[2].transforms[0].hue == (-0.5, 0.5)
+        assert view.transforms[4].p == 0.0
+    assert method_views("byol", 32, 2).transforms[0].transforms[4].p == 1.0  # BYOL view 1 always blurs
+    with pytest.raises(UserError, match="hue jitter = 0.7"):
+        method_views("mocov2", 32, 2, hue=0.7)
+    with pytest.raises(UserError, match="blur = 'maybe'"):
+        method_views("mocov2", 32, 2, blur="maybe")

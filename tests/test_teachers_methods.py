@@ -21,7 +21,7 @@ def views_for(method, n=4, size=16):
     return [torch.randn(n, 3, size, size) for _ in range(len(method.views(size)))]
 
 
-@pytest.mark.parametrize("name", ["mocov2", "byol", "simsiam", "simsiam-kaug", "ensiam"])
+@pytest.mark.parametrize("name", ["mocov2", "byol", "simsiam", "simsiam-kaug", "ensiam", "simclr"])
 def test_method_step_trains_backbone(name):
     m = make(name)
     m.train()
@@ -41,6 +41,17 @@ def test_view_counts_follow_the_paper():
     assert len(make("ensiam").views(32)) == 4  # EnSiam's default K
     assert len(make("simsiam-kaug", num_views=3).views(32)) == 3
     assert len(make("simsiam", multicrop_local=2).views(32)) == 4
+    assert len(make("simclr").views(32)) == 2
+
+
+def test_hue_and_blur_keys_reach_every_view():
+    views = make("simsiam", multicrop_local=1, hue=0.5, blur=False).views(32).transforms
+    for view in views:
+        jitter = view.transforms[1].transforms[0]
+        assert jitter.hue == (-0.5, 0.5)
+        assert view.transforms[3].p == 0.0  # the blur's RandomApply
+    paper = make("simsiam").views(32).transforms[0]
+    assert paper.transforms[1].transforms[0].hue == (-0.1, 0.1) and paper.transforms[3].p == 0.5
 
 
 def test_mocov2_queue_and_momentum_encoder():

@@ -33,48 +33,59 @@ def eval_transform(image_size: int) -> Callable:
     return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), *_to_float_normalised()])
 
 
-def mocov2_transform(image_size: int, scale=(0.2, 1.0)) -> Callable:
+def mocov2_transform(image_size: int, scale=(0.2, 1.0), hue: float = 0.1, blur: bool = True) -> Callable:
     """MoCo v2 aug+: crop 0.2-1, colour jitter 0.4/0.4/0.4/0.1 p0.8, grey 0.2, blur p0.5, flip."""
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, hue)], p=0.8),
         v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0))], p=0.5),
+        v2.RandomApply([v2.GaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0))], p=0.5 if blur else 0.0),
         v2.RandomHorizontalFlip(),
         *_to_float_normalised(),
     ])
 
 
-def byol_transform(image_size: int, blur_p: float, solarize_p: float, scale=(0.08, 1.0)) -> Callable:
+def byol_transform(image_size: int, blur_p: float, solarize_p: float, scale=(0.08, 1.0), hue: float = 0.1,
+                   blur: bool = True) -> Callable:
     """BYOL's view pipeline: crop 0.08-1, flip, jitter 0.4/0.4/0.2/0.1 p0.8, grey 0.2, then blur and
     solarize with per-view probabilities (view 1: blur 1.0, solarize 0; view 2: blur 0.1, solarize 0.2)."""
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
         v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, hue)], p=0.8),
         v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0))], p=blur_p),
+        v2.RandomApply([v2.GaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0))], p=blur_p if blur else 0.0),
         v2.RandomSolarize(threshold=128, p=solarize_p),  # uint8 input: 128 is the paper's 0.5
         *_to_float_normalised(),
     ])
 
 
-def byol_views(image_size: int, num_views: int = 2, scale=(0.08, 1.0)) -> List[Callable]:
+def byol_views(image_size: int, num_views: int = 2, scale=(0.08, 1.0), hue: float = 0.1,
+               blur: bool = True) -> List[Callable]:
     """Asymmetric BYOL pair, repeated for more views (odd views like view 1, even like view 2)."""
-    first = byol_transform(image_size, blur_p=1.0, solarize_p=0.0, scale=scale)
-    second = byol_transform(image_size, blur_p=0.1, solarize_p=0.2, scale=scale)
+    first = byol_transform(image_size, blur_p=1.0, solarize_p=0.0, scale=scale, hue=hue, blur=blur)
+    second = byol_transform(image_size, blur_p=0.1, solarize_p=0.2, scale=scale, hue=hue, blur=blur)
     return [first if i % 2 == 0 else second for i in range(num_views)]
 
 
-def local_crop_transform(local_size: int, scale=(0.05, 0.14)) -> Callable:
+def local_crop_transform(local_size: int, scale=(0.05, 0.14), hue: float = 0.1, blur: bool = True) -> Callable:
     """Small multi-crop view: the MoCo v2 colour pipeline on a small, low-scale crop."""
-    return mocov2_transform(local_size, scale=scale)
+    return mocov2_transform(local_size, scale=scale, hue=hue, blur=blur)
 
 
-def multicrop(global_views: Sequence[Callable], num_local: int, local_size: int, local_scale=(0.05, 0.14)) -> List[Callable]:
+def multicrop(global_views: Sequence[Callable], num_local: int, local_size: int, local_scale=(0.05, 0.14),
+              hue: float = 0.1, blur: bool = True) -> List[Callable]:
     if num_local < 0:
         raise UserError(f"teacher.multicrop_local must be >= 0, not {num_local}")
-    return list(global_views) + [local_crop_transform(local_size, local_scale) for _ in range(num_local)]
+    return list(global_views) + [local_crop_transform(local_size, local_scale, hue, blur) for _ in range(num_local)]
+
+
+def _as_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise UserError(f"{name} = {value!r} must be true or false")
 
 
 class MultiView:
@@ -92,21 +103,27 @@ class MultiView:
         return len(self.transforms)
 
 
-# name -> (views(size, n, crop_scale), paper's crop scale)
+# name -> (views(size, n, crop_scale, hue, blur), paper's crop scale)
 PIPELINES = {
-    "mocov2": (lambda size, n, scale: [mocov2_transform(size, scale) for _ in range(n)], (0.2, 1.0)),
+    "mocov2": (lambda size, n, scale, hue, blur: [mocov2_transform(size, scale, hue, blur) for _ in range(n)], (0.2, 1.0)),
     # SimSiam uses MoCo v2 aug+
-    "simsiam": (lambda size, n, scale: [mocov2_transform(size, scale) for _ in range(n)], (0.2, 1.0)),
-    "byol": (lambda size, n, scale: byol_views(size, n, scale), (0.08, 1.0)),
+    "simsiam": (lambda size, n, scale, hue, blur: [mocov2_transform(size, scale, hue, blur) for _ in range(n)], (0.2, 1.0)),
+    "byol": (lambda size, n, scale, hue, blur: byol_views(size, n, scale, hue, blur), (0.08, 1.0)),
 }
+PAPER_HUE = 0.1  # hue jitter of MoCo v2 aug+ and BYOL
 
 
 def method_views(pipeline: str, image_size: int, num_views: int, num_local: int = 0, local_size: int = 0,
-                 crop_min_scale: Optional[float] = None) -> MultiView:
+                 crop_min_scale: Optional[float] = None, hue: Optional[float] = None,
+                 blur: Optional[bool] = None) -> MultiView:
     """The per-view pipelines of a method: `num_views` global views plus optional local crops.
 
     `crop_min_scale` replaces the paper's lower bound of the random-resized-crop area (0.2 for
     MoCo v2 / SimSiam, 0.08 for BYOL); small-object data keeps the object in both views with a higher one.
+    `hue` replaces the paper's hue jitter (0.1). Where colour is random per image and carries no
+    class information (the embedded shapes), 0.5 (any hue) takes away the colour shortcut that
+    otherwise solves instance discrimination without learning shape. `blur=False` drops the
+    Gaussian blur, as the CIFAR recipes of solo-learn do: at 32 px a sigma-2 blur erases the shapes.
     """
     if pipeline not in PIPELINES:
         raise UserError(f"unknown augmentation pipeline {pipeline!r}; known: {', '.join(sorted(PIPELINES))}")
@@ -115,7 +132,11 @@ def method_views(pipeline: str, image_size: int, num_views: int, num_local: int 
         if not 0.0 < float(crop_min_scale) <= 1.0:
             raise UserError(f"teacher.crop_min_scale = {crop_min_scale} must be in (0, 1]")
         scale = (float(crop_min_scale), 1.0)
-    views = build(image_size, num_views, scale)
+    hue = PAPER_HUE if hue is None else float(hue)
+    if not 0.0 <= hue <= 0.5:
+        raise UserError(f"hue jitter = {hue} must be in [0, 0.5]")
+    blur = True if blur is None else _as_bool(blur, "blur")
+    views = build(image_size, num_views, scale, hue, blur)
     if num_local:
-        views = multicrop(views, num_local, local_size or max(8, int(round(image_size * 96 / 224))))
+        views = multicrop(views, num_local, local_size or max(8, int(round(image_size * 96 / 224))), hue=hue, blur=blur)
     return MultiView(views)

@@ -12,6 +12,12 @@ from bssl.data.augment import method_views
 
 
 def distill_views(cfg: Dict[str, Any], num_views: int = 2, pipeline: str = "byol"):
-    """Multi-view transform for the distillation data loader (returns a list of views per image)."""
+    """Multi-view transform for the distillation data loader (returns a list of views per image).
+
+    `distill.crop_min_scale`, `distill.hue` and `distill.blur` override the pipeline's paper values, as the
+    teacher's keys of the same names do (see bssl.data.augment.method_views).
+    """
     size = int(cfg.get("data", {}).get("image_size", 32))
-    return method_views(pipeline, size, num_views)
+    d = cfg.get("distill", {})
+    return method_views(pipeline, size, num_views, crop_min_scale=d.get("crop_min_scale"), hue=d.get("hue"),
+                        blur=d.get("blur"))
