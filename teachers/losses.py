@@ -18,6 +18,23 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
     return F.cross_entropy(logits, labels)
 
 
+def nt_xent(zs: Sequence[torch.Tensor], temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent over K views of N images (zs: K tensors (N, D), any norm).
+
+    Each of the K*N embeddings is an anchor; its positives are the other views of the same image,
+    its negatives every other embedding. With K = 2 this is the usual 2N-way loss.
+    """
+    k, n = len(zs), zs[0].shape[0]
+    z = F.normalize(torch.cat(list(zs), dim=0), dim=1)
+    logits = z @ z.t() / temperature
+    self_mask = torch.eye(k * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    image = torch.arange(n, device=z.device).repeat(k)
+    positive = (image[:, None] == image[None, :]) & ~self_mask
+    log_prob = logits.log_softmax(dim=1)
+    return -(log_prob.masked_fill(~positive, 0.0).sum(dim=1) / (k - 1)).mean()
+
+
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """SimSiam's D(p, z) = -cos(p, stopgrad(z)), averaged over the batch."""
     return -F.cosine_similarity(p, z.detach(), dim=-1).mean()

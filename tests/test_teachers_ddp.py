@@ -14,7 +14,7 @@ from bssl.teachers import distributed as D
 from bssl.teachers.train import _make_optimizer, teacher_settings, train_teacher
 from bssl.utils import load_checkpoint
 
-METHODS = ("mocov2", "simsiam")
+METHODS = ("mocov2", "simsiam", "simclr")
 STEPS = 3
 GLOBAL_BATCH = 8
 

@@ -23,6 +23,24 @@ def test_info_nce_hand_computed():
     assert L.info_nce(q, k, E[0:1], 1.0).item() == pytest.approx(math.log(2), abs=1e-6)
 
 
+def test_nt_xent_hand_computed():
+    # 2 images x 2 views, T = 1; view 2 of image 0 equals view 1, image 1 is orthogonal
+    z1 = torch.stack([E[0], E[1]])
+    z2 = torch.stack([E[0], E[1]])
+    # each anchor: positive sim 1, negatives 0 and 0 -> -log(e / (e + 2))
+    expected = -math.log(math.e / (math.e + 2))
+    assert L.nt_xent([z1, z2], 1.0).item() == pytest.approx(expected, abs=1e-6)
+    # scale-free (embeddings are normalised inside) and symmetric in the views
+    assert L.nt_xent([3 * z1, z2], 1.0).item() == pytest.approx(expected, abs=1e-6)
+    assert L.nt_xent([z2, z1], 0.5).item() == pytest.approx(L.nt_xent([z1, z2], 0.5).item(), abs=1e-6)
+    # a negative equal to the anchor's positive makes two candidates tie: -log(e / (2e + 1))
+    tied = torch.stack([E[0], E[0]])
+    assert L.nt_xent([tied, tied], 1.0).item() == pytest.approx(-math.log(math.e / (3 * math.e)), abs=1e-6)
+    # K = 3 views: two positives per anchor, averaged
+    three = L.nt_xent([z1, z2, z1], 1.0).item()
+    assert three == pytest.approx(-math.log(math.e / (2 * math.e + 3)), abs=1e-6)
+
+
 def test_negative_cosine_and_stop_gradient():
     p = torch.tensor([[1.0, 0.0]], requires_grad=True)
     z = torch.tensor([[0.0, 3.0]], requires_grad=True)

@@ -25,7 +25,7 @@ def tiny_cfg(method, **teacher):
 
 @pytest.mark.parametrize("method,extra", [
     ("mocov2", {}), ("byol", {}), ("simsiam", {}), ("simsiam-kaug", {"num_views": 3}), ("ensiam", {"num_views": 3}),
-    ("fussl", {"epochs": 2, "fussl_m": 2, "fussl_phase2_epochs": 1}),
+    ("fussl", {"epochs": 2, "fussl_m": 2, "fussl_phase2_epochs": 1}), ("simclr", {}),
 ])
 def test_every_method_trains_and_checkpoints(tmp_path, method, extra):
     torch.set_num_threads(1)
