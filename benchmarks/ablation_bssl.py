@@ -39,6 +39,7 @@ ROWS: Dict[str, tuple] = {
     "frozen-g": ("baseline", "bssl", {"train_classifier": False}, "BSSL with g frozen (released code)"),
     "direct-mocov2": ("baseline", "direct-mocov2", {}, "direct MoCo v2 on the binary student"),
     "direct-byol": ("baseline", "direct-byol", {}, "direct BYOL on the binary student"),
+    "direct-simclr": ("baseline", "direct-simclr", {}, "direct SimCLR on the binary student"),
     "s2bnn": ("baseline", "s2bnn", {}, "S2-BNN (KL to the teacher's SSL head)"),
     "supervised-kl": ("baseline", "supervised-kl", {}, "supervised KL (labels, upper reference)"),
 }
@@ -170,6 +171,9 @@ def checks(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
         d2 = m("direct-byol", p)
         add(f"full BSSL beats direct BYOL on the binary student ({p})", ["bssl", "direct-byol"],
             None if b is None or d2 is None else b > d2)
+        d3 = m("direct-simclr", p)
+        add(f"full BSSL beats direct SimCLR on the binary student ({p})", ["bssl", "direct-simclr"],
+            None if b is None or d3 is None else b > d3)
         seq = [m(r, p) for r in ("abl1-random-classifier", "abl2-feature-similarity", "abl3-dynamic-balancing", "bssl")]
         if all(v is not None for v in seq):
             add(f"each ablation step (1)→(4) improves ({p})", ["abl1..bssl"],

@@ -130,6 +130,17 @@ def test_lars_minimises_quadratic():
         build_optimizer([nn.Linear(2, 2)], {"optimizer": "rmsprop"})
 
 
+def test_direct_simclr_baseline_trains_the_student():
+    torch.manual_seed(0)
+    student = tiny_student(12)
+    method = METHODS.get("direct-simclr")(student, {"ssl_config": {"proj_hidden": 16, "proj_dim": 8}}, dcfg())
+    out = method.loss(student, None, [torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)], None, 0, 10)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    grads = method.grad_groups(student)
+    assert _nonzero(grads["features"]) and _nonzero(grads["ssl_heads"])
+
+
 def test_direct_mocov2_baseline_trains_the_student_with_the_teacher_settings():
     torch.manual_seed(0)
     student = tiny_student(12)

@@ -9,7 +9,7 @@ from . import add_preset_arguments, add_report_argument, config_from_args
 
 HELP = "distil a FP self-supervised teacher into a 1-bit ReActNet student (BSSL, 2 stages) or run a baseline"
 
-METHOD_CHOICES = ("bssl", "direct-mocov2", "direct-byol", "s2bnn", "supervised-kl")
+METHOD_CHOICES = ("bssl", "direct-mocov2", "direct-byol", "direct-simclr", "s2bnn", "supervised-kl")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

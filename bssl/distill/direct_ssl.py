@@ -1,7 +1,7 @@
 """Baselines: direct self-supervised learning on the binary student ("tuned MoCo v2" / BYOL rows).
 
 The teacher engineer's method implementations (bssl.teachers: MoCo v2 with its queue and momentum
-encoder, BYOL with its predictor and EMA target) are applied unchanged to the student's feature
+encoder, BYOL with its predictor and EMA target, SimCLR with its in-batch negatives) are applied unchanged to the student's feature
 extractor k, wrapped as their backbone; no FP teacher is involved.
 """
 
@@ -69,3 +69,11 @@ class DirectMoCoV2(_DirectSSL):
 class DirectBYOL(_DirectSSL):
     ssl_name = "byol"
     pipeline = "byol"
+
+
+@METHODS.register("direct-simclr")
+class DirectSimCLR(_DirectSSL):
+    """The contrastive method that does leave the floor at CPU scale (the cpu preset's teacher), so
+    that BSSL is compared with the strongest direct-SSL baseline, not only with ones that do not learn."""
+    ssl_name = "simclr"
+    pipeline = "mocov2"
