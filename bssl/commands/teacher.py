@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import UserError
 from . import add_preset_arguments, add_report_argument, config_from_args
 
-HELP = "pretrain an FP self-supervised teacher (mocov2, byol, simsiam, simsiam-kaug, ensiam, fussl)"
+HELP = "pretrain an FP self-supervised teacher (mocov2, byol, simsiam, simsiam-kaug, ensiam, fussl, simclr)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
