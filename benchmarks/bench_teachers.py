@@ -32,7 +32,7 @@ from bssl.teachers.train import CHECKPOINT_NAME, _Indexed, teacher_settings
 from bssl.data.augment import eval_transform
 from bssl.utils import pick_device, seed_everything, write_json
 
-ALL = ("mocov2", "byol", "simsiam", "simsiam-kaug", "ensiam", "fussl")
+ALL = ("mocov2", "byol", "simsiam", "simsiam-kaug", "ensiam", "fussl", "simclr")
 
 
 def probe(encoder, cfg, device) -> dict:
