@@ -6,7 +6,7 @@ import copy
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, Optional
 
 from .errors import UserError
 
@@ -43,6 +43,15 @@ def merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def as_bool(value) -> Optional[bool]:
+    """A config flag as bool (true/false in any case from --set or TOML); None when it is neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
 
 
 def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:

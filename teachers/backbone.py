@@ -3,6 +3,7 @@ fc removed, `.feature_dim`, optional small-image stem), plus the stem choice for
 
 from __future__ import annotations
 
+from bssl.config import as_bool
 from bssl.errors import UserError
 from bssl.models import build_backbone
 
@@ -15,8 +16,7 @@ def resolve_small_stem(value, image_size: int) -> bool:
     """'auto' picks the small stem (3x3 s1, no maxpool) for images of 64 px or less."""
     if value in (None, "auto"):
         return int(image_size) <= 64
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
+    flag = as_bool(value)
+    if flag is not None:
+        return flag
     raise UserError(f"teacher.small_stem must be true, false or \"auto\", not {value!r}")

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.nn as nn
 
-from bssl.data.augment import MultiView, method_views
+from bssl.data.augment import MultiView, method_views, view_overrides
 from bssl.errors import UserError
 from bssl.registry import Registry
 
@@ -70,7 +70,7 @@ class TeacherMethod(nn.Module):
 
     def views(self, image_size: int) -> MultiView:
         return method_views(self.pipeline, image_size, self.num_views, self.num_local, int(self.cfg.get("local_size", 0)),
-                            self.cfg.get("crop_min_scale"), self.cfg.get("hue"), self.cfg.get("blur"))
+                            **view_overrides(self.cfg))
 
     def forward(self, views: List[torch.Tensor], index: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
         raise UserError(f"method {self.name} does not define a training step")

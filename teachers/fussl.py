@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 import torch
 import torch.nn as nn
 
-from bssl.data.augment import method_views
+from bssl.data.augment import method_views, view_overrides
 from bssl.errors import UserError
 
 from . import distributed as D
@@ -76,8 +76,7 @@ class FUSSL(TeacherMethod):
 
     def views(self, image_size: int):
         n = 2 * self.m if self.phase in (None, "1") else 2
-        return method_views(self.pipeline, image_size, n, crop_min_scale=self.cfg.get("crop_min_scale"),
-                            hue=self.cfg.get("hue"), blur=self.cfg.get("blur"))
+        return method_views(self.pipeline, image_size, n, **view_overrides(self.cfg))
 
     def param_groups(self):
         groups: List[Dict[str, Any]] = []

@@ -7,11 +7,12 @@ views; `multicrop` adds small local crops (SwAV-style) behind the global views.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torchvision.transforms import v2
 
+from ..config import as_bool
 from ..errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,14 +81,6 @@ def multicrop(global_views: Sequence[Callable], num_local: int, local_size: int,
     return list(global_views) + [local_crop_transform(local_size, local_scale, hue, blur) for _ in range(num_local)]
 
 
-def _as_bool(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise UserError(f"{name} = {value!r} must be true or false")
-
-
 class MultiView:
     """Apply each pipeline to the same image: returns [view_0, view_1, ...]."""
 
@@ -111,6 +104,12 @@ PIPELINES = {
     "byol": (lambda size, n, scale, hue, blur: byol_views(size, n, scale, hue, blur), (0.08, 1.0)),
 }
 PAPER_HUE = 0.1  # hue jitter of MoCo v2 aug+ and BYOL
+VIEW_KEYS = ("crop_min_scale", "hue", "blur")  # config keys ([teacher], [distill]) that override the paper's views
+
+
+def view_overrides(section: Dict[str, Any]) -> Dict[str, Any]:
+    """The method_views keyword arguments a config section sets (missing keys: the paper's values)."""
+    return {k: section.get(k) for k in VIEW_KEYS}
 
 
 def method_views(pipeline: str, image_size: int, num_views: int, num_local: int = 0, local_size: int = 0,
@@ -130,13 +129,15 @@ def method_views(pipeline: str, image_size: int, num_views: int, num_local: int 
     build, scale = PIPELINES[pipeline]
     if crop_min_scale is not None:
         if not 0.0 < float(crop_min_scale) <= 1.0:
-            raise UserError(f"teacher.crop_min_scale = {crop_min_scale} must be in (0, 1]")
+            raise UserError(f"crop_min_scale = {crop_min_scale} must be in (0, 1]")
         scale = (float(crop_min_scale), 1.0)
     hue = PAPER_HUE if hue is None else float(hue)
     if not 0.0 <= hue <= 0.5:
         raise UserError(f"hue jitter = {hue} must be in [0, 0.5]")
-    blur = True if blur is None else _as_bool(blur, "blur")
-    views = build(image_size, num_views, scale, hue, blur)
+    flag = True if blur is None else as_bool(blur)
+    if flag is None:
+        raise UserError(f"blur = {blur!r} must be true or false")
+    views = build(image_size, num_views, scale, hue, flag)
     if num_local:
-        views = multicrop(views, num_local, local_size or max(8, int(round(image_size * 96 / 224))), hue=hue, blur=blur)
+        views = multicrop(views, num_local, local_size or max(8, int(round(image_size * 96 / 224))), hue=hue, blur=flag)
     return MultiView(views)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from bssl.data.augment import method_views
+from bssl.data.augment import method_views, view_overrides
 
 
 def distill_views(cfg: Dict[str, Any], num_views: int = 2, pipeline: str = "byol"):
@@ -18,6 +18,4 @@ def distill_views(cfg: Dict[str, Any], num_views: int = 2, pipeline: str = "byol
     teacher's keys of the same names do (see bssl.data.augment.method_views).
     """
     size = int(cfg.get("data", {}).get("image_size", 32))
-    d = cfg.get("distill", {})
-    return method_views(pipeline, size, num_views, crop_min_scale=d.get("crop_min_scale"), hue=d.get("hue"),
-                        blur=d.get("blur"))
+    return method_views(pipeline, size, num_views, **view_overrides(cfg.get("distill", {})))
