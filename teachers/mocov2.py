@@ -43,15 +43,18 @@ class MoCoV2(TeacherMethod):
         return self.projector(self.backbone(x))
 
     def forward(self, views: List[torch.Tensor], index: torch.Tensor):
-        qs = [F.normalize(self.embed(v), dim=1) for v in views]
-        key_views = views[: self.num_views] if self.symmetric else views[1:2]
+        if self.symmetric:
+            query_views, key_views = views, views[: self.num_views]
+        else:  # official MoCo: key from view 1, queries from the other views; view 1 is never a query
+            query_views, key_views = [v for i, v in enumerate(views) if i != 1], views[1:2]
+        qs = [F.normalize(self.embed(v), dim=1) for v in query_views]
         with torch.no_grad():
             ks = [F.normalize(self.projector_k(self.backbone_k(v)), dim=1) for v in key_views]
         queue = self.queue.clone().detach()
         if self.symmetric:
             terms = [info_nce(q, k, queue, self.temperature) for i, q in enumerate(qs) for j, k in enumerate(ks) if i != j]
-        else:  # official MoCo: query from view 0 (and local crops), key from view 1
-            terms = [info_nce(q, ks[0], queue, self.temperature) for i, q in enumerate(qs) if i != 1]
+        else:
+            terms = [info_nce(q, ks[0], queue, self.temperature) for q in qs]
         loss = torch.stack(terms).mean()
         if self.training:
             self._enqueue(torch.cat(ks, dim=0))

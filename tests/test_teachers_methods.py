@@ -54,6 +54,20 @@ def test_hue_and_blur_keys_reach_every_view():
     assert paper.transforms[1].transforms[0].hue == (-0.1, 0.1) and paper.transforms[3].p == 0.5
 
 
+def test_mocov2_loss_is_infonce_of_view0_query_against_view1_key():
+    m = make("mocov2")
+    m.train()
+    views = views_for(m)
+    queue = m.queue.clone()
+    loss, _ = m(views, torch.arange(4))
+    with torch.no_grad():
+        q = torch.nn.functional.normalize(m.embed(views[0]), dim=1)
+        k = torch.nn.functional.normalize(m.projector_k(m.backbone_k(views[1])), dim=1)
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.t()], dim=1) / m.temperature
+        expected = torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+
 def test_mocov2_queue_and_momentum_encoder():
     m = make("mocov2")
     m.train()
