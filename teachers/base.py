@@ -85,6 +85,10 @@ class TeacherMethod(nn.Module):
     def prepare_epoch(self, epoch: int, total_epochs: int, ctx: Dict[str, Any]) -> bool:
         return False
 
+    def schedule_starts(self, total_epochs: int) -> List[int]:
+        """Epochs where the lr schedule (warm-up, then cosine to 0) starts over; one schedule by default."""
+        return [0]
+
     def extra_state(self) -> Dict[str, Any]:
         return {}
 

@@ -93,6 +93,11 @@ class FUSSL(TeacherMethod):
         full = math.ceil(p2 / 2) if self.freeze else p2
         return total_epochs - p2, full, p2 - full
 
+    def schedule_starts(self, total_epochs: int) -> List[int]:
+        # phase 2 is a training of its own on the pseudo-labels: on the tail of one cosine over all
+        # epochs it would run at lr ~ 0 and leave the chosen block as phase 1 left it
+        return [0, self.phase_plan(total_epochs)[0]]
+
     def forward(self, views: List[torch.Tensor], index: torch.Tensor):
         if self.phase == "1":
             losses = [block(views[2 * b: 2 * b + 2], index)[0] for b, block in enumerate(self.blocks)]

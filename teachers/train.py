@@ -71,6 +71,13 @@ def _lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def scheduled_lr(step: int, steps_per_epoch: int, total_epochs: int, starts, warmup: int, base_lr: float) -> float:
+    """lr of global `step` when the schedule starts over at the epochs `starts` (warm-up in the first only)."""
+    bounds = [int(e) * steps_per_epoch for e in starts] + [total_epochs * steps_per_epoch]
+    i = max(j for j in range(len(starts)) if bounds[j] <= step)
+    return _lr_at(step - bounds[i], bounds[i + 1] - bounds[i], warmup if i == 0 else 0, base_lr)
+
+
 def _make_optimizer(method, t: Dict[str, Any]) -> torch.optim.Optimizer:
     # every parameter goes in (frozen ones have no grad and are skipped), so optimiser state
     # survives FUSSL's phase changes and resume
@@ -148,6 +155,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         raise UserError(f"teacher.batch_size = {global_batch} is larger than the {len(train_set)} training images; lower it")
     total_steps = epochs * steps_per_epoch
     warmup = int(float(t["warmup_epochs"]) * steps_per_epoch)
+    schedule_starts = method.schedule_starts(epochs)
     workers = int(cfg.get("data", {}).get("workers", 0))
     plain = eval_transform(info["image_size"])
     eval_bs = max(global_batch, 256)
@@ -216,7 +224,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         for views, index, _ in bar:
             views = [v.to(device, non_blocking=True) for v in views]
             index = index.to(device)
-            lr = _lr_at(step, total_steps, warmup, float(t["lr"]))
+            lr = scheduled_lr(step, steps_per_epoch, epochs, schedule_starts, warmup, float(t["lr"]))
             for g in optimizer.param_groups:
                 g["lr"] = float(t["lr"]) if g.get("fix_lr") else lr
             loss, logs = model(views, index)
