@@ -50,7 +50,13 @@ class _Indexed(Dataset):
 
 
 def teacher_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    return {**TRAINER_DEFAULTS, **cfg.get("teacher", {})}
+    """Trainer defaults < [teacher] < the [teacher.<method>] table of the chosen method, so a preset
+    can give one method its own schedule (epochs, lr, batch size) as well as its own options."""
+    t = {**TRAINER_DEFAULTS, **cfg.get("teacher", {})}
+    table = t.get(str(t["method"]))
+    if isinstance(table, dict):
+        t.update({k: v for k, v in table.items() if k != "method"})
+    return t
 
 
 def build_method(cfg: Dict[str, Any]):

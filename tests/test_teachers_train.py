@@ -45,6 +45,22 @@ def test_every_method_trains_and_checkpoints(tmp_path, method, extra):
         assert "fussl_chosen_block" in res["history"][-1]
 
 
+def test_method_table_overrides_trainer_keys_for_that_method_only(tmp_path):
+    from bssl.teachers.train import teacher_settings
+
+    cfg = tiny_cfg("byol")
+    cfg["teacher"]["byol"] = {"epochs": 2, "lr": 0.01, "ema_momentum": 0.9}
+    t = teacher_settings(cfg)
+    assert (t["epochs"], t["lr"], t["ema_momentum"]) == (2, 0.01, 0.9)
+    other = tiny_cfg("simsiam")
+    other["teacher"]["byol"] = {"epochs": 2}
+    assert teacher_settings(other)["epochs"] == 1
+    torch.set_num_threads(1)
+    res = train_teacher(cfg, tmp_path)
+    assert len(res["history"]) == 2 and res["history"][0]["lr"] <= 0.01
+    assert load_checkpoint(res["checkpoint"], "teacher")["method_config"]["ema_momentum"] == 0.9
+
+
 def test_resume_continues_exactly(tmp_path):
     torch.set_num_threads(1)
     cfg = tiny_cfg("mocov2", epochs=2, knn_every=2)
