@@ -138,6 +138,11 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         device = torch.device("cuda", torch.cuda.current_device())
     rank, world = D.rank(), D.world_size()
     main = rank == 0
+    table = cfg.get("teacher", {}).get(str(t["method"]))
+    if main and isinstance(table, dict) and table:
+        # a flat --set teacher.epochs=N does not reach past the method's table: say so
+        tqdm.write(f"[teacher] [teacher.{t['method']}] sets " + ", ".join(f"{k}={v}" for k, v in table.items())
+                   + f" (change with --set teacher.{t['method']}.KEY=VALUE)")
 
     epochs = int(t["epochs"])
     if epochs < 1:
