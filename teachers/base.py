@@ -32,13 +32,23 @@ COMMON_DEFAULTS: Dict[str, Any] = {
 }
 
 
+def method_table(section: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """The [<section>.<name>] table of a config section; {} when the preset has none."""
+    table = section.get(name)
+    return dict(table) if isinstance(table, dict) else {}
+
+
+def with_method_table(section: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """A section's own keys with its [<section>.<name>] table over them; other methods' tables dropped."""
+    flat = {k: v for k, v in section.items() if not isinstance(v, dict)}
+    flat.update(method_table(section, name))
+    return flat
+
+
 def method_config(name: str, teacher_cfg: Dict[str, Any]) -> Dict[str, Any]:
     """DEFAULTS of the method < [teacher] keys < [teacher.<name>] table."""
     cls = METHODS.get(name)
-    cfg = {**COMMON_DEFAULTS, **cls.DEFAULTS}
-    cfg.update({k: v for k, v in teacher_cfg.items() if not isinstance(v, dict)})
-    cfg.update(teacher_cfg.get(name, {}) if isinstance(teacher_cfg.get(name), dict) else {})
-    return cfg
+    return {**COMMON_DEFAULTS, **cls.DEFAULTS, **with_method_table(teacher_cfg, name)}
 
 
 class TeacherMethod(nn.Module):

@@ -25,7 +25,7 @@ from bssl.utils import JsonlLogger, load_checkpoint, pick_device, save_checkpoin
 
 from . import distributed as D
 from .backbone import build_backbone, resolve_small_stem
-from .base import METHODS, method_config
+from .base import METHODS, method_config, method_table, with_method_table
 from .monitor import extract_features, knn_accuracy
 
 CHECKPOINT_NAME = "teacher.pt"
@@ -52,11 +52,9 @@ class _Indexed(Dataset):
 def teacher_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Trainer defaults < [teacher] < the [teacher.<method>] table of the chosen method, so a preset
     can give one method its own schedule (epochs, lr, batch size) as well as its own options."""
-    t = {**TRAINER_DEFAULTS, **cfg.get("teacher", {})}
-    table = t.get(str(t["method"]))
-    if isinstance(table, dict):
-        t.update({k: v for k, v in table.items() if k != "method"})
-    return t
+    section = cfg.get("teacher", {})
+    method = str(section.get("method", TRAINER_DEFAULTS["method"]))
+    return {**TRAINER_DEFAULTS, **with_method_table(section, method), "method": method}
 
 
 def build_method(cfg: Dict[str, Any]):
@@ -138,8 +136,8 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         device = torch.device("cuda", torch.cuda.current_device())
     rank, world = D.rank(), D.world_size()
     main = rank == 0
-    table = cfg.get("teacher", {}).get(str(t["method"]))
-    if main and isinstance(table, dict) and table:
+    table = method_table(cfg.get("teacher", {}), str(t["method"]))
+    if main and table:
         # a flat --set teacher.epochs=N does not reach past the method's table: say so
         tqdm.write(f"[teacher] [teacher.{t['method']}] sets " + ", ".join(f"{k}={v}" for k, v in table.items())
                    + f" (change with --set teacher.{t['method']}.KEY=VALUE)")

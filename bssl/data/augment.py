@@ -96,12 +96,15 @@ class MultiView:
         return len(self.transforms)
 
 
-# name -> (views(size, n, crop_scale, hue, blur), paper's crop scale)
+def _aug_plus_views(size: int, n: int, scale, hue: float, blur: bool) -> List[Callable]:
+    return [mocov2_transform(size, scale, hue, blur) for _ in range(n)]
+
+
+# name -> (views(size, n, crop_scale, hue, blur), paper's crop scale); SimSiam uses MoCo v2 aug+
 PIPELINES = {
-    "mocov2": (lambda size, n, scale, hue, blur: [mocov2_transform(size, scale, hue, blur) for _ in range(n)], (0.2, 1.0)),
-    # SimSiam uses MoCo v2 aug+
-    "simsiam": (lambda size, n, scale, hue, blur: [mocov2_transform(size, scale, hue, blur) for _ in range(n)], (0.2, 1.0)),
-    "byol": (lambda size, n, scale, hue, blur: byol_views(size, n, scale, hue, blur), (0.08, 1.0)),
+    "mocov2": (_aug_plus_views, (0.2, 1.0)),
+    "simsiam": (_aug_plus_views, (0.2, 1.0)),
+    "byol": (byol_views, (0.08, 1.0)),
 }
 PAPER_HUE = 0.1  # hue jitter of MoCo v2 aug+ and BYOL
 VIEW_KEYS = ("crop_min_scale", "hue", "blur")  # config keys ([teacher], [distill]) that override the paper's views
