@@ -259,17 +259,30 @@ def unpack_activations(p: Array, channels: int) -> Array:
     return u.permute(0, 3, 1, 2) if _is_torch(u) else u.transpose(0, 3, 1, 2)
 
 
-def pack_weights(w: Array) -> Array:
-    """Sign bits of float32 weights: (O, C, kh, kw) -> (O, kh, kw, Cw); (O, C) -> (O, Cw)."""
+def pack_weight_signs(w) -> np.ndarray:
+    """Sign bits of weights in the kernels' layout, in numpy (no compiled library needed).
+
+    (O, C, kh, kw) -> (O, kh, kw, Cw) uint64; (O, C) -> (O, Cw). Bit 1 where w < 0, channel c in
+    word c // 64 bit c % 64, tail bits 0. The one weight packer: pack_weights, the deploy folding
+    and the export's byte layout (a little-endian byte view of these words) all come from here.
+    """
     if _is_torch(w):
-        w = w.detach().float().cpu()
-        t = w.permute(0, 2, 3, 1).contiguous() if w.dim() == 4 else w.contiguous()
-    else:
-        a = np.asarray(w, dtype=np.float32)
-        t = np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if a.ndim == 4 else np.ascontiguousarray(a)
-    if t.ndim not in (2, 4):
-        raise ValueError(f"weights: expected (O, C, kh, kw) or (O, C), got shape {tuple(t.shape)}")
-    return pack_bits(t)
+        w = w.detach().cpu().float().numpy()
+    a = np.asarray(w)
+    if a.ndim not in (2, 4) or a.shape[1] < 1:
+        raise ValueError(f"weights: expected (O, C, kh, kw) or (O, C), got shape {a.shape}")
+    neg = (a < 0).transpose(0, 2, 3, 1) if a.ndim == 4 else (a < 0)
+    c = neg.shape[-1]
+    bits = np.zeros(neg.shape[:-1] + (words(c) * 64,), dtype=np.uint8)
+    bits[..., :c] = neg
+    # packbits 'little' puts channel c at bit c % 8 of byte c // 8; eight bytes make one word
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64)
+
+
+def pack_weights(w: Array) -> Array:
+    """Sign bits of weights: (O, C, kh, kw) -> (O, kh, kw, Cw); (O, C) -> (O, Cw) (pack_weight_signs)."""
+    return _wrap(pack_weight_signs(w), w)
 
 
 def _block(wbits: np.ndarray) -> np.ndarray:
