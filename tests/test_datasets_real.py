@@ -69,7 +69,7 @@ def test_imagefolder_layout_errors(tmp_path):
     with pytest.raises(UserError, match="--data-root"):
         build_dataset("imagefolder", split="train", root=None)
     (tmp_path / "train").mkdir()
-    with pytest.raises(UserError, match=r"val is missing \(found: train\)"):
+    with pytest.raises(UserError, match=r"has no val/ folder \(its splits: train\); ask for 'train' or 'heldout'"):
         build_dataset("imagefolder", split="val", root=str(tmp_path))
     _save(_img(np.random.default_rng(0)), tmp_path / "train" / "a.png", "PNG")
     with pytest.raises(UserError, match="holds images directly"):
@@ -139,7 +139,7 @@ def test_cifar_errors(tmp_path):
     with pytest.raises(UserError, match="data_batch_3 is missing"):
         build_dataset("cifar10", split="train", root=str(tmp_path / "bad"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no cifar-10-batches-py"):
+    with pytest.raises(UserError, match=r"neither the python batches \(cifar-10-batches-py/\) nor image folders"):
         build_dataset("cifar10", split="train", root=str(tmp_path / "empty"))
 
 

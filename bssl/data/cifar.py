@@ -1,4 +1,8 @@
-"""CIFAR-10 / CIFAR-100 from the official "python version" pickle batches.
+"""CIFAR-10 / CIFAR-100 from the official "python version" pickle batches; CIFAR-10 also as JPEG folders.
+
+cifar10 reads whichever layout --data-root holds (`cifar10_layout`): the pickle batches
+(cifar-10-batches-py/, or that folder itself), or an ImageFolder tree of image files
+(train/<class>/, held-out images in val/<class>/ or test/<class>/, see imagefolder.py).
 
 torchvision's CIFAR classes verify MD5 sums of the release files, so any other copy (or a test
 fixture) is rejected; this parser reads the same format without that check and refuses pickles
@@ -14,8 +18,8 @@ from typing import Optional
 import numpy as np
 
 from ..errors import UserError
-from .imagefolder import files_fingerprint, need_file, need_root
-from .registry import DATASETS, ArrayDataset
+from .imagefolder import files_fingerprint, need_file, need_root, open_image_folder
+from .registry import DATASETS, HELDOUT, ArrayDataset
 
 _SAFE = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -81,10 +85,27 @@ def _decode_names(names) -> list:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
+def cifar10_layout(root: Optional[str]) -> str:
+    """"pickles" (the python batches) or "folders" (train/<class>/ image files) under root; else a UserError."""
+    base = need_root("cifar10", root)
+    if (base / "cifar-10-batches-py").is_dir() or (base / "batches.meta").exists():
+        return "pickles"
+    if (base / "train").is_dir():
+        return "folders"
+    present = sorted(p.name for p in base.iterdir() if not p.name.startswith("."))
+    raise UserError(f"cifar10: {base} holds neither the python batches (cifar-10-batches-py/) nor image folders "
+                    f"(train/<class>/*.jpg) (found: {', '.join(present[:8]) or 'nothing'}); extract the python "
+                    f"version of CIFAR-10 there, or point --data-root at the folder holding train/")
+
+
 @DATASETS.register("cifar10")
-def cifar10(split: str = "train", root: Optional[str] = None) -> ArrayDataset:
+def cifar10(split: str = "train", root: Optional[str] = None, holdout_fraction: float = 0.1, seed: int = 0):
+    if cifar10_layout(root) == "folders":
+        ds = open_image_folder("cifar10", split, root, holdout_fraction, seed, num_classes=10)
+        ds.name = "cifar10"
+        return ds
     if split not in ("train", "test"):
-        raise UserError(f"cifar10 has splits 'train' and 'test', not {split!r}")
+        raise UserError(f"cifar10 has splits 'train' and 'test' (held out: '{HELDOUT}'), not {split!r}")
     folder = _folder(root, "cifar10", "cifar-10-batches-py")
     meta = _load_pickle(need_file(folder / "batches.meta", "cifar10"))
     classes = _decode_names(meta.get("label_names", []))

@@ -1,22 +1,86 @@
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import inspect
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from ..registry import Registry
 
 # name -> factory(split: str, root: Optional[str], **options) -> Dataset
 DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
 
+# The split name that means "the held-out images of this dataset", whatever the dataset calls them.
+HELDOUT = "heldout"
+DEFAULT_HOLDOUT_FRACTION = 0.1
+
+# Datasets whose held-out split is fixed by their release.
+_FIXED_HELDOUT = {"shapes": "test", "shapes-multilabel": "test", "digits": "test", "cifar100": "test",
+                  "stl10": "test", "voc2007": "test"}
+
+
+def check_holdout_fraction(value: Any) -> float:
+    """data.holdout_fraction as a float in (0, 0.5]; anything else is a UserError."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = float("nan")
+    if isinstance(value, bool) or not 0.0 < fraction <= 0.5:
+        raise UserError(f"data.holdout_fraction = {value!r} is not a fraction in (0, 0.5]; it is the share of each "
+                        f"class of train/ held out when the folder has no val/ or test/ (default 0.1)")
+    return fraction
+
+
+def heldout_split(name: str, root: Optional[str] = None, holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+                  seed: int = 0) -> Dict[str, Any]:
+    """Where the held-out images of dataset `name` come from: the one place that decides it.
+
+    Returns ``{"split": factory split, "source": "split" | "folder" | "seeded", "description": str}``
+    plus ``fraction`` and ``seed`` for a seeded split. shapes, digits, CIFAR, STL-10 and VOC2007
+    use their test split; ImageFolder trees (``imagefolder``, ``cifar10`` as JPEG folders) use
+    ``val/``, else ``test/``, else a seeded stratified share of ``train/`` (then split ``"train"``
+    of that dataset excludes those images).
+    """
+    if name in _FIXED_HELDOUT:
+        split = _FIXED_HELDOUT[name]
+        return {"split": split, "source": "split", "description": f"the dataset's {split} split"}
+    from .cifar import cifar10_layout
+    from .imagefolder import heldout_folder, tree_root
+
+    if name == "imagefolder" or (name == "cifar10" and cifar10_layout(root) == "folders"):
+        folder = heldout_folder(tree_root(name, root))
+        if folder is not None:
+            return {"split": folder, "source": "folder", "description": f"folder {folder}/"}
+        fraction = check_holdout_fraction(holdout_fraction)
+        return {"split": HELDOUT, "source": "seeded", "fraction": fraction, "seed": int(seed),
+                "description": f"seeded stratified split of train/ (fraction {fraction:g}, seed {int(seed)})"}
+    if name == "cifar10":
+        return {"split": "test", "source": "split", "description": "the dataset's test split"}
+    factory = DATASETS.get(name)  # a dataset registered elsewhere: its test split, or the one it names
+    split = getattr(factory, "heldout", "test")
+    return {"split": split, "source": "split", "description": f"the dataset's {split} split"}
+
 
 def build_dataset(name: str, split: str = "train", root: Optional[str] = None, transform=None, **options: Any) -> Dataset:
-    """Build a registered dataset. Unknown options for a dataset are a user error."""
+    """Build a registered dataset. Unknown options for a dataset are a user error.
+
+    `split` is a split of the dataset ("train", "test", "val", ...) or ``HELDOUT`` ("heldout"), the
+    held-out images as `heldout_split` decides; the dataset then carries that decision as
+    ``.heldout`` (the dict of `heldout_split`). Every dataset carries ``.split``, the split asked for.
+    """
     factory = DATASETS.get(name)
-    ds = factory(split=split, root=root, **options)
+    info = None
+    if split == HELDOUT:
+        info = heldout_split(name, root, options.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION),
+                             options.get("seed", 0))
+    ds = factory(split=info["split"] if info else split, root=root, **options)
     ds.transform = transform
+    ds.split = split
+    if info is not None:
+        ds.heldout = info
     return ds
 
 
@@ -53,24 +117,31 @@ class ArrayDataset(Dataset):
         return img, target
 
 
-_EMBEDDED_SIZE_KEYS = {"train": "num_train", "test": "num_test", "val": "num_test"}
+_EMBEDDED_SIZE_KEYS = {"train": "num_train", "test": "num_test", "val": "num_test", HELDOUT: "num_test"}
 
 
 def dataset_from_config(cfg: dict, split: str = "train", transform=None, name: Optional[str] = None) -> Dataset:
     """Build the dataset described by the preset's [data] section (or `name` with the same options).
 
+    `split`: "train" or ``HELDOUT`` ("heldout", see `heldout_split`), or a split the dataset names.
     Embedded datasets (generated or bundled) take their size from data.num_train / data.num_test and
-    are generated from run.seed; on-disk datasets take data.root.
+    are generated from run.seed; on-disk datasets take data.root, and ImageFolder trees without a
+    val/ or test/ folder hold out data.holdout_fraction (float in (0, 0.5], default 0.1) of each
+    class of train/, chosen with run.seed.
     """
     data = cfg.get("data", {})
     name = name or data.get("dataset", "shapes")
-    root = data.get("root")
+    root = data.get("root") or None
+    seed = int(cfg.get("run", {}).get("seed", 0))
+    fraction = check_holdout_fraction(data.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
     if name in ("shapes", "shapes-multilabel"):
         opts = {"num_samples": int(data.get(_EMBEDDED_SIZE_KEYS.get(split, "num_train"), 1000)),
                 "image_size": int(data.get("image_size", 32)), "num_classes": int(data.get("num_classes", 10)),
-                "seed": int(cfg.get("run", {}).get("seed", 0))}
+                "seed": seed}
         return build_dataset(name, split=split, root=None, transform=transform, **opts)
     if name == "digits":
-        return build_dataset(name, split="train" if split == "train" else "test", root=None, transform=transform,
-                             image_size=int(data.get("image_size", 32)))
-    return build_dataset(name, split=split, root=root, transform=transform)
+        split = split if split in ("train", HELDOUT) else "test"  # digits has no val split: any other is test
+        return build_dataset(name, split=split, root=None, transform=transform, image_size=int(data.get("image_size", 32)))
+    accepted = inspect.signature(DATASETS.get(name)).parameters
+    opts = {k: v for k, v in (("holdout_fraction", fraction), ("seed", seed)) if k in accepted}
+    return build_dataset(name, split=split, root=root, transform=transform, **opts)

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .imagefolder import fingerprint, need_file, need_root, read_rgb
-from .registry import DATASETS
+from .registry import DATASETS, HELDOUT
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -81,6 +81,7 @@ class VOC2007Dataset(Dataset):
                 any_easy[i, index[name]] |= not diff
         self.ids = ids
         self.images = [img_dir / f"{i}.jpg" for i in ids]
+        self.paths = [str(p) for p in self.images]
         self.targets = targets
         self.difficult = (targets > 0) & ~any_easy
         self.classes = list(VOC_CLASSES)
@@ -107,4 +108,4 @@ def voc2007(split: str = "trainval", root: Optional[str] = None) -> VOC2007Datas
     return VOC2007Dataset(find_voc_root(root), split)
 
 
-voc2007.eval_splits = ("trainval", "test")
+voc2007.eval_splits = ("trainval", HELDOUT)
