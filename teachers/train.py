@@ -157,7 +157,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     optimizer = _make_optimizer(method, t)
 
     train_set = dataset_from_config(cfg, "train")
-    test_set = dataset_from_config(cfg, "test")
+    test_set = dataset_from_config(cfg, "heldout")  # val/ of an image folder, else its test/ or a seeded split
     num_classes = int(getattr(train_set, "num_classes", cfg.get("data", {}).get("num_classes", 10)))
     steps_per_epoch = len(train_set) // global_batch
     if steps_per_epoch < 1:
