@@ -18,8 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="student or teacher .pt (bssl, official MoCo/SimSiam, torchvision) or an exported .onnx")
     add_preset_arguments(p, default="cpu")
     p.add_argument("--dataset", default=None,
-                   help="run every protocol on this dataset (shapes, digits, imagefolder, cifar10, cifar100, stl10, voc2007, ...)")
+                   help="evaluate on this dataset instead of the preset's data.dataset (shapes, digits, imagefolder, "
+                        "cifar10, cifar100, stl10, voc2007, ...); SVM and few-shot use it too unless --voc-root is given")
     p.add_argument("--data-root", default=None, help="folder of the on-disk dataset given with --dataset")
+    p.add_argument("--voc-root", default=None, metavar="DIR",
+                   help="run SVM and few-shot SVM on PASCAL VOC2007 in DIR (the published VOC07 protocol); sets eval.voc_root")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: eval/<checkpoint name>)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     add_report_argument(p)
@@ -40,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--data-root needs --dataset NAME (imagefolder, cifar10, cifar100, stl10, voc2007) to say its layout")
     if args.no_cache:
         cfg.setdefault("eval", {})["cache"] = False
+    if args.voc_root:
+        cfg.setdefault("eval", {})["voc_root"] = str(args.voc_root)
     out = args.out or Path("eval") / args.checkpoint.stem
     results = evaluate(args.checkpoint, cfg, protocols or None, out, dataset=args.dataset, data_root=args.data_root,
                        report_path=args.report)

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+from torch.utils.data import Dataset
 
 from ..data import DATASETS, build_dataset
 from ..errors import UserError
 from .features import FeatureExtractor, Features, cached_features
 
-# Embedded generated datasets take these options from [data] / [eval].
-_EMBEDDED_OPTIONS = ("num_samples", "image_size", "num_classes", "seed")
+# Options datasets take from [data] / [eval] when their factory accepts them (sizes of embedded data,
+# the seed and share of a held-out split drawn from train/).
+_EMBEDDED_OPTIONS = ("num_samples", "image_size", "num_classes", "seed", "holdout_fraction")
+# Datasets drawn by a generator: a run on them has no real images for the SVM protocols.
+GENERATED = ("shapes", "shapes-multilabel")
+# Per-split image caps of the SVM and few-shot protocols when eval.svm_max_train / svm_max_test are unset.
+# VOC2007 (5,011 trainval / 4,952 test) fits whole, as the published protocol needs.
+SVM_MAX_TRAIN, SVM_MAX_TEST = 10000, 5000
 
 
 def eval_splits(name: str) -> Tuple[str, str]:
@@ -19,20 +30,126 @@ def eval_splits(name: str) -> Tuple[str, str]:
     return tuple(getattr(DATASETS.get(name), "eval_splits", ("train", "test")))
 
 
+def svm_dataset(cfg: Dict[str, Any]) -> Tuple[str, Optional[str]]:
+    """(name, root) of the dataset the SVM and few-shot SVM protocols run on; the one place that decides it.
+
+    `cfg` is the run's config ([data] already holding any `bssl eval --dataset/--data-root`). In order:
+
+    1. eval.svm_dataset other than "auto" forces a dataset: "voc2007" (root eval.voc_root, or data.root
+       when the run itself is on VOC2007), the run's own dataset (root data.root) or an embedded dataset
+       (no root). Other on-disk datasets have no root key here: evaluate them with `bssl eval --dataset`.
+    2. eval.voc_root set: VOC2007 at that folder, the published VOC07 protocol (20 classes, multi-label).
+    3. The run is on generated data (shapes): its multi-label counterpart, shapes-multilabel.
+    4. Otherwise the run's own dataset (imagefolder, cifar10, stl10, digits, ...): one-vs-rest over its classes.
+    """
+    data, ecfg = cfg.get("data", {}), cfg.get("eval", {})
+    run_name, run_root = str(data.get("dataset", "shapes")), data.get("root") or None
+    voc_root = str(ecfg.get("voc_root") or "") or None
+    forced = str(ecfg.get("svm_dataset") or "auto")
+    if forced != "auto":
+        factory = DATASETS.get(forced)  # unknown names fail here with the list of known ones
+        if forced == "voc2007":
+            root = voc_root or (run_root if run_name == "voc2007" else None)
+            if root is None:
+                raise UserError("eval.svm_dataset = voc2007 needs the VOC2007 folder: set eval.voc_root "
+                                "(or pass --voc-root DIR to bssl eval)")
+            return forced, root
+        if forced == run_name:
+            return run_name, run_root
+        if "num_samples" in inspect.signature(factory).parameters:  # embedded: generated or bundled
+            return forced, None
+        raise UserError(f"eval.svm_dataset = {forced} is an on-disk dataset other than the run's ({run_name}) and "
+                        f"has no root setting; use \"auto\", voc2007 with eval.voc_root, an embedded dataset, or "
+                        f"`bssl eval svm --dataset {forced} --data-root DIR`")
+    if voc_root:
+        return "voc2007", voc_root
+    if run_name in GENERATED:
+        return "shapes-multilabel", None
+    return run_name, run_root
+
+
+def dataset_labels(ds) -> Optional[np.ndarray]:
+    """Labels of a dataset without decoding its images (int (N,) or multi-hot (N, C)); None if it keeps none."""
+    for attr in ("targets", "labels"):
+        lab = getattr(ds, attr, None)
+        if lab is not None and len(lab) == len(ds):
+            return np.asarray(lab)
+    return None
+
+
+def stratified_rows(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of `n` rows drawn without replacement, seeded; single-label rows keep each class's
+    share (largest remainder, and at least one image of every class when n allows); multi-label rows
+    are drawn uniformly."""
+    labels = np.asarray(labels)
+    total = len(labels)
+    rng = np.random.default_rng([seed, total, n])
+    if n >= total:
+        return np.arange(total)
+    if labels.ndim != 1:
+        return np.sort(rng.choice(total, size=n, replace=False))
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * n / total
+    take = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - take), kind="stable")
+    take[order[:n - int(take.sum())]] += 1
+    if n >= len(classes):  # every class keeps a positive for its one-vs-rest SVM
+        for c in np.flatnonzero(take == 0):
+            donor = int(np.argmax(take))
+            take[donor] -= 1
+            take[c] += 1
+    rows = [rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False) for c, k in zip(classes, take) if k]
+    return np.sort(np.concatenate(rows))
+
+
+class RowSubset(Dataset):
+    """The rows `rows` of a dataset, with the attributes feature extraction reads (classes, difficult, ...)."""
+
+    def __init__(self, base, rows: np.ndarray):
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+        self.classes = list(base.classes)
+        self.num_classes = len(self.classes)
+        self.multilabel = bool(getattr(base, "multilabel", False))
+        diff = getattr(base, "difficult", None)
+        self.difficult = None if diff is None else np.asarray(diff)[self.rows]
+        rows_hash = hashlib.sha256(self.rows.tobytes()).hexdigest()[:16]
+        self.fingerprint = f"{getattr(base, 'fingerprint', None)}:rows={rows_hash}"
+
+    @property
+    def transform(self):
+        return self.base.transform
+
+    @transform.setter
+    def transform(self, value):
+        self.base.transform = value
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx: int):
+        return self.base[int(self.rows[idx])]
+
+
+def _take_rows(feats: Features, rows: np.ndarray) -> Features:
+    diff = None if feats.difficult is None else np.asarray(feats.difficult)[rows]
+    return replace(feats, features=np.asarray(feats.features[rows]), targets=np.asarray(feats.targets)[rows],
+                   difficult=diff, meta=dict(feats.meta))
+
+
 class EvalContext:
     def __init__(self, extractor: FeatureExtractor, cfg: Dict[str, Any], out_dir: Path,
                  dataset: Optional[str] = None, data_root: Optional[str] = None):
         self.extractor = extractor
-        self.cfg = cfg
         self.data_cfg = dict(cfg.get("data", {}))
+        if dataset:  # `bssl eval --dataset/--data-root` stands in for the run's [data] dataset
+            self.data_cfg.update(dataset=dataset, root=data_root)
+        self.cfg = dict(cfg, data=self.data_cfg)
         self.ecfg = dict(cfg.get("eval", {}))
         self.out_dir = Path(out_dir)
         self.seed = int(cfg.get("run", {}).get("seed", 0))
         self.jobs = int(self.ecfg.get("jobs", -1))
         cache = self.ecfg.get("cache_dir")
         self.cache_dir = Path(cache) if cache else self.out_dir / "feature_cache"
-        self.override_dataset = dataset
-        self.override_root = data_root
         self._memo: Dict[tuple, Features] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -40,54 +157,163 @@ class EvalContext:
 
     # which datasets the protocols run on
     def primary(self) -> Tuple[str, Optional[str]]:
-        if self.override_dataset:
-            return self.override_dataset, self.override_root
-        return self.data_cfg.get("dataset", "shapes"), self.data_cfg.get("root") or None
+        """The run's dataset (or `bssl eval --dataset`): linear, kNN, semi-supervised, RankMe."""
+        return str(self.data_cfg.get("dataset", "shapes")), self.data_cfg.get("root") or None
 
-    def multilabel_source(self) -> Tuple[str, Optional[str]]:
-        if self.override_dataset:
-            return self.override_dataset, self.override_root
-        name = self.ecfg.get("multilabel_dataset", "shapes-multilabel")
-        root = self.ecfg.get("multilabel_root") or None
-        return name, root
+    def svm_source(self) -> Tuple[str, Optional[str]]:
+        return svm_dataset(self.cfg)
 
-    def _options(self, name: str, split: str, root: Optional[str], prefix: str = "") -> Dict[str, Any]:
-        """Options for embedded datasets (sizes from [data]); on-disk ones take only what they accept."""
+    def svm_caps(self) -> Tuple[int, int]:
+        """(train, test) image caps of the SVM protocols; 0 means the whole split."""
+        caps = []
+        for key, default in (("svm_max_train", SVM_MAX_TRAIN), ("svm_max_test", SVM_MAX_TEST)):
+            v = self.ecfg.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UserError(f"eval.{key} must be an integer >= 0 (0: the whole split), got {v!r}")
+            caps.append(v)
+        return caps[0], caps[1]
+
+    def _options(self, name: str, split: str, root: Optional[str], prefix: str = "",
+                 limit: Optional[int] = None) -> Dict[str, Any]:
+        """Options for embedded datasets (sizes from [data], at most `limit`); on-disk ones take only what they accept."""
         factory = DATASETS.get(name)
         accepted = inspect.signature(factory).parameters
         train_split = eval_splits(name)[0]
         which = "train" if split == train_split else "test"
-        n = self.ecfg.get(f"{prefix}num_{which}")
-        if n is None and prefix in ("", "multilabel_"):  # the transfer set keeps its own size
+        n = self.ecfg.get(f"{prefix}num_{which}") if prefix else None
+        if n is None and prefix == "":  # the transfer set keeps its own size
             n = self.data_cfg.get(f"num_{which}")
+        if limit:
+            n = min(int(n), limit) if n is not None else limit
         cand = {"num_samples": n, "image_size": self.data_cfg.get("image_size"),
-                "num_classes": self.data_cfg.get("num_classes"), "seed": self.cfg.get("run", {}).get("seed", 0)}
+                "num_classes": self.data_cfg.get("num_classes"), "seed": self.cfg.get("run", {}).get("seed", 0),
+                "holdout_fraction": self.data_cfg.get("holdout_fraction")}
         return {k: v for k, v in cand.items() if k in _EMBEDDED_OPTIONS and k in accepted and v is not None}
 
-    def build(self, name: str, split: str, root: Optional[str], prefix: str = "", transform=None):
-        opts = self._options(name, split, root, prefix)
+    def build(self, name: str, split: str, root: Optional[str], prefix: str = "", transform=None,
+              limit: Optional[int] = None):
+        opts = self._options(name, split, root, prefix, limit)
         return build_dataset(name, split=split, root=root, transform=transform, **opts), opts
 
-    def features(self, name: str, split: str, root: Optional[str], prefix: str = "") -> Features:
-        memo_key = (name, split, root, prefix)
-        if memo_key not in self._memo:
-            ds, opts = self.build(name, split, root, prefix)
-            ident = {"dataset": name, "split": split, "root": str(Path(root).resolve()) if root else None,
-                     "options": opts}
-            self._memo[memo_key] = cached_features(
-                self.extractor, ds, ident, self.cache_dir if self.ecfg.get("cache", True) else None,
-                batch_size=int(self.ecfg.get("batch_size", self.data_cfg.get("batch_size", 128))),
-                workers=int(self.data_cfg.get("workers", 0)), crop_pct=self.ecfg.get("crop_pct"))
+    def _extract(self, ds, ident: Dict[str, Any]) -> Features:
+        return cached_features(
+            self.extractor, ds, ident, self.cache_dir if self.ecfg.get("cache", True) else None,
+            batch_size=int(self.ecfg.get("batch_size") or self.data_cfg.get("batch_size") or 128),  # None: [data]'s
+            workers=int(self.data_cfg.get("workers") or 0), crop_pct=self.ecfg.get("crop_pct"))
+
+    def features(self, name: str, split: str, root: Optional[str], prefix: str = "",
+                 limit: Optional[int] = None) -> Features:
+        """Features of one split; with `limit`, of at most that many images (meta["sample"] says which).
+
+        Embedded datasets generate only `limit` images (each is an independent draw); on-disk ones take
+        a seeded subsample, stratified by class for single-label data, before any image is decoded.
+        """
+        memo_key = (name, split, root, prefix, limit or 0)
+        if memo_key in self._memo:
+            return self._memo[memo_key]
+        ds, opts = self.build(name, split, root, prefix, limit=limit)
+        total = len(ds)
+        held = getattr(ds, "heldout", None)  # where a "heldout" split's images came from, when the data says
+        origin = {"heldout": held.get("description")} if isinstance(held, dict) and held.get("description") else {}
+        if limit and "num_samples" in opts:  # embedded: only the first `limit` images were made
+            base = self._options(name, split, root, prefix).get("num_samples")
+            cut = base > total if base is not None else total >= limit
+            sample = {"method": "first" if cut else "all", "used": total, "available": base if cut else total,
+                      "seed": None, **origin}
+            feats = self._extract(ds, self._identity(name, split, root, opts))
+            self._memo[memo_key] = replace(feats, meta=dict(feats.meta, sample=sample))
+            return self._memo[memo_key]
+        if limit and total > limit:
+            full = self._memo.get((name, split, root, prefix, 0))
+            labels = dataset_labels(ds) if full is None else np.asarray(full.targets)
+            if labels is None:  # no label list on the dataset: extract it whole, then take the rows
+                full = self.features(name, split, root, prefix)
+                labels = np.asarray(full.targets)
+            rows = stratified_rows(labels, limit, self.seed)
+            sample = {"method": "stratified" if labels.ndim == 1 else "random", "used": len(rows),
+                      "available": total, "seed": self.seed, **origin}
+            if full is not None:  # the whole split is already in memory: no second pass over the images
+                feats = _take_rows(full, rows)
+            else:
+                feats = self._extract(RowSubset(ds, rows), dict(self._identity(name, split, root, opts), sample=sample))
+            self._memo[memo_key] = replace(feats, meta=dict(feats.meta, sample=sample))
+            return self._memo[memo_key]
+        if limit:  # the cap holds the whole split: share the uncapped entry
+            self._memo[memo_key] = self.features(name, split, root, prefix)
+            return self._memo[memo_key]
+        feats = self._extract(ds, self._identity(name, split, root, opts))
+        sample = {"method": "all", "used": total, "available": total, "seed": None, **origin}
+        self._memo[memo_key] = replace(feats, meta=dict(feats.meta, sample=sample))
         return self._memo[memo_key]
 
-    def pair(self, name: str, root: Optional[str], prefix: str = "") -> Tuple[Features, Features]:
+    @staticmethod
+    def _identity(name: str, split: str, root: Optional[str], opts: Dict[str, Any]) -> Dict[str, Any]:
+        return {"dataset": name, "split": split, "root": str(Path(root).resolve()) if root else None, "options": opts}
+
+    def pair(self, name: str, root: Optional[str], prefix: str = "",
+             limits: Tuple[Optional[int], Optional[int]] = (None, None)) -> Tuple[Features, Features]:
         tr, te = eval_splits(name)
-        train, test = self.features(name, tr, root, prefix), self.features(name, te, root, prefix)
+        train = self.features(name, tr, root, prefix, limits[0])
+        test = self.features(name, te, root, prefix, limits[1])
         if train.classes != test.classes:
             raise UserError(f"dataset {name}: the {tr} and {te} splits have different classes "
                             f"({len(train.classes)} vs {len(test.classes)}); both must hold the same class folders")
         return train, test
 
-    def describe(self, name: str, root: Optional[str]) -> str:
+    def svm_pair(self) -> Tuple[str, Optional[str], Features, Features]:
+        """The SVM dataset (svm_dataset) and its capped train/test features."""
+        name, root = self.svm_source()
+        cap_train, cap_test = self.svm_caps()
+        train, test = self.pair(name, root, limits=(cap_train or None, cap_test or None))
+        return name, root, train, test
+
+    def source(self, name: str, root: Optional[str], train, test=None) -> Dict[str, Any]:
+        """What a result was measured on: dataset, root, splits, image counts (and how they were sampled), and
+        `source`, the same as one human-readable line for reports. `train` / `test` are Features, an image
+        count, or (count, sample dict); no `test` means the protocol used the train split only."""
         tr, te = eval_splits(name)
-        return f"{name}{' (' + str(root) + ')' if root else ''} {tr}->{te}"
+        (n_tr, s_tr), (n_te, s_te) = _used(train), _used(test)
+        out: Dict[str, Any] = {"dataset": name, "data_root": str(root) if root else None, "train_split": tr,
+                               "test_split": te if test is not None else None, "n_train": n_tr, "n_test": n_te,
+                               "sampling": {tr: s_tr, **({te: s_te} if test is not None else {})}}
+        out["source"] = describe_source(out)
+        return out
+
+
+def _used(part) -> Tuple[Optional[int], Optional[dict]]:
+    if part is None:
+        return None, None
+    if isinstance(part, Features):
+        return len(part.features), part.meta.get("sample")
+    if isinstance(part, tuple):
+        return int(part[0]), part[1]
+    return int(part), None
+
+
+def _count(sample: Optional[dict], n: int) -> str:
+    if sample and sample.get("method") != "all" and sample.get("available"):
+        return f"{n:,} of {sample['available']:,}"
+    return f"{n:,}"
+
+
+def describe_source(src: Dict[str, Any]) -> str:
+    """One line, e.g. "imagefolder /data/photos, train → val (1,000 / 500 images)"."""
+    where = src["dataset"] + (f" {src['data_root']}" if src.get("data_root") else "")
+    sampling = src.get("sampling") or {}
+    tr, te = src["train_split"], src.get("test_split")
+    n_tr = _count(sampling.get(tr), src["n_train"])
+    if te is None:
+        text = f"{where}, {tr} ({n_tr} images)"
+    else:
+        held = (sampling.get(te) or {}).get("heldout")
+        text = (f"{where}, {tr} → {te}{f' [{held}]' if held else ''} "
+                f"({n_tr} / {_count(sampling.get(te), src['n_test'])} images)")
+    seeds = sorted({s["seed"] for s in sampling.values() if s and s.get("seed") is not None})
+    how = [_SAMPLING_WORDS[m] for m in _SAMPLING_WORDS if any(s and s.get("method") == m for s in sampling.values())]
+    if how:
+        text += ", " + " / ".join(how) + (f" (seed {', '.join(map(str, seeds))})" if seeds else "")
+    return text
+
+
+_SAMPLING_WORDS = {"stratified": "stratified subsample", "random": "random subsample",
+                   "first": "the first images generated"}

@@ -2,7 +2,9 @@
 
 For each k and each of `samples` seeded draws, every class gets k random positives and all its
 negatives (capped at `max_negatives`), and the SVM machinery of svm.py is trained; mAP is
-measured on the full test set and reported as mean ± std over the draws.
+measured on the full test set and reported as mean ± std over the draws. The data is the SVM
+protocol's (`context.svm_dataset`, capped the same way); on single-label data "positives" are a
+class's images and every other image is a negative.
 
 How the SVM cost is chosen (`cost_selection`):
 - "test" (default): as the reference code of Goyal et al. (train_svm_low_shot / test_svm_low_shot),
@@ -125,8 +127,7 @@ def fewshot_protocol(train: Features, test: Features, ks: Sequence[int] = (1, 2,
 
 @PROTOCOLS.register("fewshot")
 def run_fewshot(ctx) -> dict:
-    name, root = ctx.multilabel_source()
-    train, test = ctx.pair(name, root, prefix="multilabel_")
+    name, root, train, test = ctx.svm_pair()  # the SVM protocol's dataset and caps
     res = fewshot_protocol(train, test, ks=ctx.get("fewshot_k", (1, 2, 4, 8, 16, 32, 64, 96)),
                            samples=int(ctx.get("fewshot_samples", 5)),
                            costs=ctx.get("fewshot_costs") or ctx.get("svm_costs", (0.01, 0.1, 1.0, 10.0)),
@@ -134,4 +135,5 @@ def run_fewshot(ctx) -> dict:
                            folds=int(ctx.get("svm_folds", 3)), seed=ctx.seed, n_jobs=ctx.jobs,
                            default_cost=float(ctx.get("svm_default_cost", 1.0)),
                            cost_selection=str(ctx.get("fewshot_cost_selection", "test")))
-    return dict(res, dataset=ctx.describe(name, root))
+    res["details"]["max_images"] = dict(zip(("train", "test"), ctx.svm_caps()))  # 0: no cap
+    return dict(res, **ctx.source(name, root, train, test))

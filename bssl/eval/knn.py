@@ -86,4 +86,4 @@ def run_knn(ctx) -> dict:
     train, test = ctx.pair(name, root)
     res = knn_protocol(train, test, k=int(ctx.get("knn_k", 200)), temperature=float(ctx.get("knn_t", 0.07)),
                        query_chunk=int(ctx.get("knn_query_chunk", 256)), bank_chunk=int(ctx.get("knn_bank_chunk", 65536)))
-    return dict(res, dataset=ctx.describe(name, root))
+    return dict(res, **ctx.source(name, root, train, test))

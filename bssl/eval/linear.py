@@ -115,4 +115,4 @@ def linear_kwargs(ctx) -> dict:
 def run_linear(ctx) -> dict:
     name, root = ctx.primary()
     train, test = ctx.pair(name, root)
-    return dict(train_linear(train, test, **linear_kwargs(ctx)), dataset=ctx.describe(name, root))
+    return dict(train_linear(train, test, **linear_kwargs(ctx)), **ctx.source(name, root, train, test))

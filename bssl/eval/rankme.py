@@ -17,7 +17,8 @@ def run_rankme(ctx) -> dict:
     rows = np.random.default_rng(ctx.seed).choice(len(train.features), size=n, replace=False)
     feats = np.asarray(train.features[np.sort(rows)])
     value = rankme(feats)
-    where = f"{name}{' (' + str(root) + ')' if root else ''} {eval_splits(name)[0]}"
-    return {"metric": "rank", "value": value, "dataset": where,
+    sample = {"method": "random" if n < len(train.features) else "all", "used": n, "available": len(train.features),
+              "seed": ctx.seed if n < len(train.features) else None}
+    return {"metric": "rank", "value": value, **ctx.source(name, root, (n, sample)),
             "details": {"n_samples": n, "feature_dim": int(feats.shape[1]), "max_rank": int(min(feats.shape))}}
 

@@ -134,4 +134,5 @@ def run_semisup(ctx) -> dict:
     first = per_fraction[str(fractions[0])]
     value = first["best"]["top1"] if first["best"] else float("nan")
     details = {"per_fraction": per_fraction, "epochs": kw["epochs"], "selection": "best run on the test split (paper)"}
-    return {"metric": f"top1@{fractions[0]:g}", "value": value, "dataset": ctx.describe(name, root), "details": details}
+    return {"metric": f"top1@{fractions[0]:g}", "value": value, "details": details,
+            **ctx.source(name, root, train_feats, len(test_set))}

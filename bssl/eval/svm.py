@@ -4,6 +4,11 @@ Features are L2-normalised; one LinearSVC (LIBLINEAR) per class, one-vs-rest, wi
 class_weight {1: 2, -1: 1}, squared hinge, dual, max_iter 2000. The cost of each class comes
 from a sweep scored by cross-validated AP on trainval. "Difficult" images count as negatives
 in training and are ignored when AP is measured. Classes run in parallel with joblib.
+
+The data is chosen by `context.svm_dataset`: the run's own dataset (single-label data runs one-vs-rest
+over its classes, "difficult" does not apply), VOC2007 when eval.voc_root is set, shapes-multilabel for
+runs on generated data. Each split holds at most eval.svm_max_train / eval.svm_max_test images (a
+seeded, class-stratified subsample), which bounds the SVM time on CIFAR- or ImageNet-sized sets.
 """
 
 from __future__ import annotations
@@ -155,9 +160,9 @@ def svm_protocol(train: Features, test: Features, costs: Sequence[float] = (0.01
 
 @PROTOCOLS.register("svm")
 def run_svm(ctx) -> dict:
-    name, root = ctx.multilabel_source()
-    train, test = ctx.pair(name, root, prefix="multilabel_")
+    name, root, train, test = ctx.svm_pair()  # dataset chosen by context.svm_dataset, capped per split
     res = svm_protocol(train, test, costs=ctx.get("svm_costs", (0.01, 0.1, 1.0, 10.0)),
                        folds=int(ctx.get("svm_folds", 3)), seed=ctx.seed, n_jobs=ctx.jobs,
                        default_cost=float(ctx.get("svm_default_cost", 1.0)))
-    return dict(res, dataset=ctx.describe(name, root))
+    res["details"]["max_images"] = dict(zip(("train", "test"), ctx.svm_caps()))  # 0: no cap
+    return dict(res, **ctx.source(name, root, train, test))

@@ -11,4 +11,4 @@ def run_transfer(ctx) -> dict:
     name = ctx.get("transfer_dataset", "digits")
     root = ctx.get("transfer_root", None) or None
     train, test = ctx.pair(name, root, prefix="transfer_")
-    return dict(train_linear(train, test, **linear_kwargs(ctx)), dataset=ctx.describe(name, root))
+    return dict(train_linear(train, test, **linear_kwargs(ctx)), **ctx.source(name, root, train, test))
