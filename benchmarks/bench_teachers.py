@@ -40,7 +40,7 @@ def probe(encoder, cfg, device) -> dict:
     size = int(cfg["data"]["image_size"])
     t = teacher_settings(cfg)
     loaders = []
-    for split in ("train", "test"):
+    for split in ("train", "heldout"):
         ds = dataset_from_config(cfg, split)
         loaders.append(torch.utils.data.DataLoader(_Indexed(ds, eval_transform(size)), batch_size=256))
     num_classes = int(cfg["data"]["num_classes"])
