@@ -48,35 +48,61 @@ def plot_curves(history: List[Dict[str, Any]], keys: List[str], path: Path, titl
     return path
 
 
-def _main_metric(result: Dict[str, Any]) -> Any:
-    for key in ("top1", "accuracy", "acc", "mAP", "map", "rankme", "value"):
-        if key in result:
-            return result[key]
-    return None
+# Row names of the protocols in the evaluation table.
+_PROTOCOL_NAMES = {"linear": "linear probe", "knn": "kNN", "svm": "SVM", "fewshot": "few-shot SVM",
+                   "semisup": "semi-supervised", "transfer": "transfer (linear)", "rankme": "RankMe"}
+
+
+def _training_data(cfg: Dict[str, Any], split: str) -> str:
+    """The [data] set a training step reads, e.g. "imagefolder /data/photos, train" or "shapes, train (5,000 images)"."""
+    data = cfg.get("data", {})
+    text = str(data.get("dataset"))
+    if data.get("root"):
+        text += f" {data['root']}"
+    n = data.get({"train": "num_train", "test": "num_test"}.get(split, ""))
+    generated = data.get("dataset") in ("shapes", "shapes-multilabel")
+    return f"{text}, {split}" + (f" ({int(n):,} images)" if generated and n else "")
+
+
+def _eval_rows(ev: Dict[str, Any]) -> tuple:
+    """Rows "<protocol> <metric> — <data>" by model columns; a protocol measured on different data per model
+    (an older report) gets one row per data."""
+    from .eval.report import comparison_rows
+
+    models = list(ev)
+    by_model = {who: res.get("results", res) for who, res in ev.items()}
+    rows = []
+    for p, metric, label, values in comparison_rows(by_model):
+        name = f"{_PROTOCOL_NAMES.get(p, p)} {metric}".strip()
+        pct = metric != "rank"
+        cells = [(100 * values[m] if pct and isinstance(values[m], float) else values[m]) if m in values else None
+                 for m in models]
+        rows.append([f"{name}{' (%)' if pct else ''}", label] + cells)
+    return ["protocol", "data (dataset, train → test split, images)"] + models, rows
 
 
 def render_markdown(report: Dict[str, Any], out_dir: Path) -> str:
     out_dir = Path(out_dir)
+    cfg = report.get("config", {})
     parts = [f"# bssl run report ({report.get('preset')})", "",
-             f"bssl {report.get('bssl_version')}; data: `{report['config']['data'].get('dataset')}` "
-             f"at {report['config']['data'].get('image_size')} px; seed {report['config'].get('run', {}).get('seed')}.", ""]
+             f"bssl {report.get('bssl_version')}; data: `{cfg.get('data', {}).get('dataset')}` "
+             f"at {cfg.get('data', {}).get('image_size')} px; seed {cfg.get('run', {}).get('seed')}.", ""]
 
-    # --- downstream evaluation: trained student vs teacher vs random-init floor
+    # --- downstream evaluation: trained student vs teacher vs random-init floor, each row with its data
     ev = report.get("eval", {})
     if ev:
-        protocols = sorted({p for res in ev.values() for p in res.get("results", res)})
-        rows = []
-        for who, res in ev.items():
-            res = res.get("results", res)
-            rows.append([who] + [_main_metric(res[p]) if isinstance(res.get(p), dict) else res.get(p) for p in protocols])
-        parts += ["## Downstream evaluation", "", md_table(["model"] + protocols, rows), ""]
+        header, rows = _eval_rows(ev)
+        parts += ["## Downstream evaluation", "", md_table(header, rows), ""]
 
     # --- teacher
     t = report.get("teacher", {})
     if t:
-        parts += ["## Teacher", "", md_table(["method", "kNN acc", "images/s", "checkpoint"],
+        # the online kNN monitor of teacher training: [data] train split against its held-out split
+        knn_data = t.get("knn_source") or (f"{_training_data(cfg, 'train')} → held-out split"
+                                           if t.get("knn_acc") is not None else "–")
+        parts += ["## Teacher", "", md_table(["method", "kNN acc", "kNN data", "images/s", "checkpoint"],
                                               [[t.get("method", "imported" if t.get("imported") else None), t.get("knn_acc"),
-                                                t.get("images_per_s"), t.get("checkpoint")]]), ""]
+                                                knn_data, t.get("images_per_s"), t.get("checkpoint")]]), ""]
         png = plot_curves(t.get("history", []), ["loss", "knn_acc"], out_dir / "plots" / "teacher.png", "teacher pretraining")
         if png:
             parts += [f"![teacher curves]({png.relative_to(out_dir)})", ""]
@@ -86,9 +112,10 @@ def render_markdown(report: Dict[str, Any], out_dir: Path) -> str:
     if d:
         hist = d.get("history", [])
         last = hist[-1] if hist else {}
-        parts += ["## BSSL distillation", "", md_table(["stages", "final loss", "seconds", "student checkpoint"],
+        parts += ["## BSSL distillation", "", md_table(["stages", "final loss", "data", "seconds", "student checkpoint"],
                                                         [[len(d.get("stage_checkpoints", [])) or None, last.get("loss"),
-                                                          d.get("seconds"), d.get("checkpoint")]]), ""]
+                                                          _training_data(cfg, "train"), d.get("seconds"),
+                                                          d.get("checkpoint")]]), ""]
         # the distillation step already drew its loss and gradient-norm curves: link them, don't redraw
         for p in map(Path, d.get("plots", [])):
             parts += [f"![{p.stem}]({p.relative_to(out_dir) if p.is_relative_to(out_dir) else p})", ""]

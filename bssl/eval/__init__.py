@@ -6,8 +6,14 @@ Python API::
     results = evaluate("runs/cpu/student.pt", cfg, ["linear", "knn", "svm", "fewshot"], Path("runs/cpu/eval"))
 
 `evaluate` accepts a checkpoint path (student/teacher .pt or exported .onnx), a FeatureExtractor
-or any nn.Module, and returns ``{protocol: {metric, value, dataset, details, seconds}}``. It also
-writes ``eval.json``, ``eval.md`` and (for few-shot) ``fewshot.png`` into ``out_dir``.
+or any nn.Module, and returns ``{protocol: {metric, value, details, seconds, dataset, data_root,
+train_split, test_split, n_train, n_test, sampling, source}}``: every number carries the data it
+was measured on (``source`` is the same as one line). It also writes ``eval.json``, ``eval.md``
+and (for few-shot) ``fewshot.png`` into ``out_dir``.
+
+Linear, kNN, semi-supervised and RankMe run on the run's dataset (``data.dataset``, or
+``dataset=`` here); SVM and few-shot SVM on the dataset ``svm_dataset(cfg)`` picks, at most
+``eval.svm_max_train`` / ``eval.svm_max_test`` images per split.
 """
 
 from __future__ import annotations
@@ -20,18 +26,18 @@ import torch
 
 from ..utils import atomic_path, code_version, pick_device, seed_everything, write_json
 from . import fewshot, knn, linear, rankme, semisup, svm, transfer  # noqa: F401  (register protocols)
-from .context import EvalContext, eval_splits
+from .context import EvalContext, describe_source, eval_splits, svm_dataset
 from .features import (FeatureExtractor, Features, OnnxExtractor, TorchExtractor, as_extractor, cached_features,
                        eval_transform, extract_features, load_feature_extractor)
 from .metrics import average_precision, mean_average_precision, rankme as rankme_score, voc_labels
 from .registry import PROTOCOLS
-from .report import format_comparison, format_table, plot_fewshot
+from .report import comparison_rows, data_label, format_comparison, format_table, plot_fewshot
 
 __all__ = [
     "evaluate", "format_table", "format_comparison", "plot_fewshot", "PROTOCOLS", "EvalContext", "FeatureExtractor", "TorchExtractor",
     "OnnxExtractor", "Features", "load_feature_extractor", "as_extractor", "cached_features", "extract_features",
     "eval_transform", "eval_splits", "average_precision", "mean_average_precision", "rankme_score", "voc_labels",
-    "protocol_names",
+    "protocol_names", "svm_dataset", "describe_source", "data_label", "comparison_rows",
 ]
 
 

@@ -19,17 +19,24 @@ def _is_pct(metric: str) -> bool:
     return metric != "rank"
 
 
+def data_label(res: Mapping) -> str:
+    """The dataset, root, splits and image counts a result came from, as one line (older results: their dataset)."""
+    label = res.get("source") or res.get("dataset") or "unknown data"
+    return str(label).replace("|", "\\|")  # a path with "|" must not split the Markdown cell
+
+
 def format_table(results: Mapping[str, dict], title: str = "Downstream evaluation") -> str:
-    """Markdown: a summary table of every protocol's main number, then a detail table per protocol."""
-    lines = [f"### {title}", "", "| protocol | dataset | metric | value |", "|---|---|---|---|"]
+    """Markdown: a summary table of every protocol's main number and its data, then a detail table per protocol."""
+    lines = [f"### {title}", "", "| protocol | data (dataset, train → test split, images) | metric | value |",
+             "|---|---|---|---|"]
     for name, res in results.items():
         metric = res.get("metric", "")
         value = _num(res.get("value"), _is_pct(metric))
-        lines.append(f"| {name} | {res.get('dataset', '')} | {metric}{' (%)' if _is_pct(metric) else ''} | {value} |")
+        lines.append(f"| {name} | {data_label(res)} | {metric}{' (%)' if _is_pct(metric) else ''} | {value} |")
     for name, res in results.items():
         detail = _detail_table(name, res)
         if detail:
-            lines += ["", f"#### {name}", "", *detail]
+            lines += ["", f"#### {name}", "", f"data: {data_label(res)}", "", *detail]
     return "\n".join(lines) + "\n"
 
 
@@ -91,7 +98,9 @@ def plot_fewshot(curves: Dict[str, dict], path: Path) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("positives per class (k)")
     ax.set_ylabel("mAP (%)")
-    ax.set_title("Few-shot linear SVM")
+    first = next(iter(curves.values()), {})
+    where = f": {first['dataset']} {first.get('train_split')} → {first.get('test_split')}" if first.get("dataset") else ""
+    ax.set_title(f"Few-shot linear SVM{where}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -102,17 +111,24 @@ def plot_fewshot(curves: Dict[str, dict], path: Path) -> Path:
     return path
 
 
+def comparison_rows(results_by_model: Mapping[str, Mapping[str, dict]]) -> list:
+    """(protocol, metric, data label, {model: value}) rows: one per protocol and data, so that models measured on
+    different data never share a row."""
+    rows: dict = {}
+    for model, res in results_by_model.items():
+        for p, r in res.items():
+            if not isinstance(r, Mapping):
+                continue
+            key = (p, r.get("metric", ""), data_label(r))
+            rows.setdefault(key, {})[model] = r.get("value")
+    return [(p, metric, label, values) for (p, metric, label), values in rows.items()]
+
+
 def format_comparison(results_by_model: Mapping[str, Mapping[str, dict]]) -> str:
-    """Markdown: one row per protocol, one column per model (main metric of each protocol)."""
+    """Markdown: one row per protocol and data, one column per model (main metric of each protocol)."""
     models = list(results_by_model)
-    protocols: list = []
-    for res in results_by_model.values():
-        protocols += [p for p in res if p not in protocols]
-    lines = ["| protocol | metric | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
-    for p in protocols:
-        first = next(res[p] for res in results_by_model.values() if p in res)
-        metric = first.get("metric", "")
-        cells = [_num(results_by_model[m][p].get("value"), _is_pct(metric)) if p in results_by_model[m] else "n/a"
-                 for m in models]
-        lines.append(f"| {p} | {metric}{' (%)' if _is_pct(metric) else ''} | " + " | ".join(cells) + " |")
+    lines = ["| protocol | data | metric | " + " | ".join(models) + " |", "|---|---|---|" + "---|" * len(models)]
+    for p, metric, label, values in comparison_rows(results_by_model):
+        cells = [_num(values[m], _is_pct(metric)) if m in values else "n/a" for m in models]
+        lines.append(f"| {p} | {label} | {metric}{' (%)' if _is_pct(metric) else ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
