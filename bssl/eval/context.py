@@ -26,8 +26,9 @@ SVM_MAX_TRAIN, SVM_MAX_TEST = 10000, 5000
 
 
 def eval_splits(name: str) -> Tuple[str, str]:
-    """(train split, test split) of a dataset: the factory's `eval_splits` attribute, else train/test."""
-    return tuple(getattr(DATASETS.get(name), "eval_splits", ("train", "test")))
+    """(train split, test split) of a dataset: the factory's `eval_splits` attribute, else train and "heldout"
+    (bssl.data.heldout_split: val/ or test/ of an image folder, else a seeded split; a release's test split)."""
+    return tuple(getattr(DATASETS.get(name), "eval_splits", ("train", "heldout")))
 
 
 def svm_dataset(cfg: Dict[str, Any]) -> Tuple[str, Optional[str]]:
