@@ -1,11 +1,12 @@
 """Turn a trained student into an inference graph: BN folded, binary convs explicit.
 
-Every BinaryConvBN unit (found by class, see docs/ARCHITECTURE.md) is replaced by
-  - `FoldedBinaryConv` (standard ops: Where(Less(x+b, 0), -1, 1), Pad(+1), Conv with
-    alpha * sign(W) * BN-scale folded into the weights and the BN shift as bias), or
-  - `PackedBinaryConv` (one `bssl::binary_conv2d` op with 1-bit packed weights and the fused
-    per-channel scale/shift),
-then torch.fx's conv+BN fusion folds the remaining FP Conv2d -> BatchNorm2d pairs (stem, -B/-C).
+Every BinaryConvBN unit (found by class, see docs/ARCHITECTURE.md) is folded once by
+bssl.deploy.fold.fold_student (the numbers every packed consumer shares) and replaced by
+  - `FoldedBinaryConv` (standard ops: Where(Less(x+b, 0), -1, 1), Pad(pad_value), Conv with
+    scale * sign(W) as weights and shift as bias), or
+  - `PackedBinaryConv` (one `bssl::binary_conv2d` op with the FoldedUnit's 1-bit packed weights
+    and its per-channel scale/shift);
+RPReLUs whose input bias fold_student absorbed keep PReLU + output bias. Then torch.fx's conv+BN fusion folds the remaining FP Conv2d -> BatchNorm2d pairs (stem, -B/-C).
 The result returns (logits, features) so exported graphs carry both outputs.
 """
 
@@ -21,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from . import ops
+from ..deploy.fold import PReLUOut, binary_units, bn_affine, fold_student, fold_unit, strip_absorbed
+from . import ops  # noqa: F401  (registers the bssl::binary_conv2d op)
 
 # Leaf modules whose forward uses only standard tensor ops every export route maps.
 SUPPORTED_LEAVES = (
@@ -62,53 +64,33 @@ def input_size_of(model: nn.Module, default: int = 224) -> int:
     return int(size) if isinstance(size, int) else default
 
 
-def _bn_affine(bn: nn.BatchNorm2d, where: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BN as y = g * x + h per channel."""
-    if bn.running_mean is None or bn.running_var is None:
-        raise UserError(f"{where}.bn has no running statistics (track_running_stats=False); it cannot be folded")
-    g = torch.rsqrt(bn.running_var.double() + bn.eps)
-    if bn.weight is not None:
-        g = g * bn.weight.double()
-    h = -bn.running_mean.double() * g
-    if bn.bias is not None:
-        h = h + bn.bias.double()
-    return g, h
-
-
-@torch.no_grad()
-def unit_parameters(unit: nn.Module, where: str, packed: bool) -> Dict[str, object]:
-    """The numbers of one BinaryConvBN unit: rsign bias, effective weight, fused scale/shift."""
-    conv, bn = unit.conv, unit.bn
-    g, h = _bn_affine(bn, where)
-    bias = unit.sign.bias.detach().float().reshape(-1)
-    info: Dict[str, object] = {"bias": bias, "shift": h.float(), "pad_value": float(conv.pad_value),
-                               "stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation,
-                               "groups": conv.groups, "in_channels": conv.in_channels}
-    w = conv.weight.detach().double()
-    if conv.binary_weights:
-        alpha = w.abs().mean(dim=(1, 2, 3))
-        sign = torch.where(w < 0, -1.0, 1.0).double()
-        info.update(sign=sign.float(), scale=(alpha * g).float(), folded=(sign * (alpha * g).view(-1, 1, 1, 1)).float())
-    else:
-        if packed:
-            raise UserError(f"{where} has FP weights (a stage-1 student); packed 1-bit exports need a stage-2 "
-                            "student (bssl distill with stages = 2)")
-        info.update(folded=(w * g.view(-1, 1, 1, 1)).float())
-    return info
-
-
 class FoldedBinaryConv(nn.Module):
-    """Standard-op form of a BinaryConvBN unit with BN folded into the conv."""
+    """Standard-op form of a BinaryConvBN unit: Conv with scale * sign(W) as weight and shift as bias.
 
-    def __init__(self, unit: nn.Module, where: str):
+    Stage 2 takes every number from the unit's FoldedUnit (bssl.deploy.fold); a stage-1 unit (FP
+    weights, no packed form) gets its BatchNorm folded into the FP weights with the same bn_affine."""
+
+    def __init__(self, unit: nn.Module, where: str, folded=None):
         super().__init__()
-        p = unit_parameters(unit, where, packed=False)
-        self.register_buffer("bias", p["bias"])
-        self.register_buffer("weight", p["folded"])
-        self.register_buffer("shift", p["shift"])
-        self.pad_value = p["pad_value"]
-        self.stride, self.dilation, self.groups = p["stride"], p["dilation"], p["groups"]
-        ph, pw = p["padding"]
+        conv = unit.conv
+        if conv.binary_weights:
+            f = folded if folded is not None else fold_unit(unit, where)
+            sign = torch.from_numpy(f.weight_signs())
+            weight = sign * torch.tensor(f.scale).view(-1, 1, 1, 1)  # exact: +-1 times a float32
+            bias, shift, pad_value = f.rsign_bias, f.shift, f.pad_value
+            stride, padding, dilation, groups = (f.stride,) * 2, (f.padding,) * 2, (1, 1), 1
+        else:
+            g, h = bn_affine(unit.bn, where)
+            weight = (conv.weight.detach().cpu().double() * torch.from_numpy(g).view(-1, 1, 1, 1)).float()
+            bias = unit.sign.bias.detach().cpu().float().numpy()
+            shift, pad_value = h.astype(np.float32), float(conv.pad_value)
+            stride, padding, dilation, groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.register_buffer("bias", torch.tensor(np.asarray(bias, dtype=np.float32)).reshape(-1))
+        self.register_buffer("weight", weight.contiguous())
+        self.register_buffer("shift", torch.tensor(np.asarray(shift, dtype=np.float32)))
+        self.pad_value = float(pad_value)
+        self.stride, self.dilation, self.groups = tuple(stride), tuple(dilation), int(groups)
+        ph, pw = padding
         self.pads = (pw, pw, ph, ph)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,25 +102,20 @@ class FoldedBinaryConv(nn.Module):
 
 
 class PackedBinaryConv(nn.Module):
-    """A BinaryConvBN unit as one `bssl::binary_conv2d` op with 1-bit weights."""
+    """A BinaryConvBN unit as one `bssl::binary_conv2d` op carrying its FoldedUnit's bits, scale, shift."""
 
-    def __init__(self, unit: nn.Module, where: str):
+    def __init__(self, unit: nn.Module, where: str, folded=None):
         super().__init__()
-        p = unit_parameters(unit, where, packed=True)
-        if p["pad_value"] != 1.0:
-            raise UserError(f"{where} pads with {p['pad_value']}; the packed kernels implement one-padding only "
+        f = folded if folded is not None else fold_unit(unit, where)
+        if f.needs_correction:
+            raise UserError(f"{where} pads with {f.pad_value}; the packed kernels implement one-padding only "
                             "(pad_value=1, larq's pad_values=1): use the 'onnx' format or retrain with pad_value=1")
-        if p["groups"] != 1 or tuple(p["dilation"]) != (1, 1):
-            raise UserError(f"{where} uses groups={p['groups']} dilation={p['dilation']}; the packed export "
-                            "supports groups=1, dilation=1")
-        self.kernel = ops.square(unit.conv.kernel_size, "kernel", where)
-        self.stride = ops.square(p["stride"], "stride", where)
-        self.padding = ops.square(p["padding"], "padding", where)
-        self.in_channels = int(p["in_channels"])
-        self.register_buffer("bias", p["bias"])
-        self.register_buffer("wbits", ops.pack_signs(p["sign"]))
-        self.register_buffer("scale", p["scale"])
-        self.register_buffer("shift", p["shift"])
+        self.kernel, self.stride, self.padding = f.kernel_size, f.stride, f.padding
+        self.in_channels = f.in_channels
+        self.register_buffer("bias", torch.from_numpy(f.rsign_bias.copy()))
+        self.register_buffer("wbits", torch.from_numpy(f.weight_bytes().copy()))  # the uint64 words' bytes
+        self.register_buffer("scale", torch.from_numpy(f.scale.copy()))
+        self.register_buffer("shift", torch.from_numpy(f.shift.copy()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.bssl.binary_conv2d(x, self.bias, self.wbits, self.scale, self.shift,
@@ -158,15 +135,18 @@ class WithFeatures(nn.Module):
 
 
 def _replace_units(model: nn.Module, packed: bool) -> int:
-    bnn = _bssl_nn()
-    count = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, bnn.BinaryConvBN):
-                where = f"{name}.{child_name}" if name else child_name
-                setattr(module, child_name, (PackedBinaryConv if packed else FoldedBinaryConv)(child, where))
-                count += 1
-    return count
+    """Swap every BinaryConvBN for its folded form; RPReLU input biases that fold_student absorbs
+    into units' shifts leave PReLU + output bias behind, as in every other packed consumer."""
+    units = binary_units(model)
+    folded = None
+    if packed or all(u.conv.binary_weights for _, u in units):
+        folded = fold_student(model)  # UserError for stage-1 units when packed
+    for name, unit in units:
+        f = folded[name] if folded is not None else None
+        model.set_submodule(name, (PackedBinaryConv if packed else FoldedBinaryConv)(unit, name, f))
+    if folded is not None:
+        strip_absorbed(model, folded)
+    return len(units)
 
 
 def check_supported(model: nn.Module) -> None:
@@ -176,7 +156,7 @@ def check_supported(model: nn.Module) -> None:
         if isinstance(m, (bnn.BinaryConv2d, bnn.RSign)):
             raise UserError(f"layer {name} ({type(m).__name__}) is a binary layer outside a BinaryConvBN unit; "
                             "export finds binary convs by bssl.nn.BinaryConvBN, build the model from such units")
-        if isinstance(m, (FoldedBinaryConv, PackedBinaryConv, bnn.RPReLU, WithFeatures)):
+        if isinstance(m, (FoldedBinaryConv, PackedBinaryConv, bnn.RPReLU, PReLUOut, WithFeatures)):
             continue
         if next(m.children(), None) is None and not isinstance(m, SUPPORTED_LEAVES):
             raise UserError(f"unsupported layer {name} ({type(m).__module__}.{type(m).__name__}); export maps "

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..kernels.ops import pack_weight_signs
+
 DOMAIN = "ai.bssl"
 OP_TYPE = "BinaryConv2d"
 OP_VERSION = 1
@@ -34,13 +36,11 @@ def packed_bytes(channels: int) -> int:
 
 
 def pack_signs(weight_sign: torch.Tensor) -> torch.Tensor:
-    """(O, C, k, k) tensor of +-1 (or any reals; negative = bit 1) -> (O, k, k, bytes) uint8."""
-    o, c, kh, kw = weight_sign.shape
-    nbytes = packed_bytes(c)
-    bits = torch.zeros(o, kh, kw, nbytes * 8, dtype=torch.uint8)
-    bits[..., :c] = (weight_sign < 0).permute(0, 2, 3, 1).to(torch.uint8)
-    shifts = torch.arange(8, dtype=torch.uint8)
-    return (bits.view(o, kh, kw, nbytes, 8) << shifts).sum(-1, dtype=torch.uint8)
+    """(O, C, k, k) tensor of +-1 (or any reals; negative = bit 1) -> (O, k, k, bytes) uint8.
+
+    The little-endian bytes of bssl.kernels.ops.pack_weight_signs' uint64 words (the one packer)."""
+    words = pack_weight_signs(weight_sign).astype("<u8")
+    return torch.from_numpy(np.ascontiguousarray(words).view(np.uint8))
 
 
 def unpack_signs(wbits: torch.Tensor, channels: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """bssl.kernels packed inference (bssl.deploy.pack): binary convs as XNOR-popcount on packed bits,
-FP stem/head/RPReLU in torch. The artifact keeps 1-bit weights on disk (bench.packed_artifact)."""
+FP stem/head/RPReLU in torch. The artifact keeps the student's FoldedUnits (1-bit weights) on
+disk (bench.packed_artifact)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,12 @@ class KernelsPacked(Backend):
         return "kernels runs binary students only (ReActNet, Bi-Real), not FP networks or exported files"
 
     def prepare(self, ref: ModelRef, ctx: PrepareContext) -> Dict[str, Any]:
-        from ..packed_artifact import save_packed
+        from ..packed_artifact import FORMAT, packed_format, save_packed
 
         path = ctx.artifact_path(ref, ".packed.pt")
-        n = path.stat().st_size if path.exists() else save_packed(ctx.torch_model(ref), path)
+        # a file in an older format is written again rather than refused at load
+        reuse = path.exists() and packed_format(path) == FORMAT
+        n = path.stat().st_size if reuse else save_packed(ctx.torch_model(ref), path)
         return {"path": str(path), "bytes": n}
 
     def load(self, artifact: Dict[str, Any], threads: int) -> Callable[[Any], Any]:
