@@ -32,7 +32,7 @@ def tiny_net(seed=0):
 def tiny_cfg():
     cfg = load_preset("smoke")
     cfg["data"].update(num_train=96, num_test=64)
-    cfg["eval"].update(multilabel_num_train=96, multilabel_num_test=64, jobs=1, linear_epochs=2,
+    cfg["eval"].update(svm_max_train=96, svm_max_test=64, jobs=1, linear_epochs=2,
                        fewshot_k=[1, 2], fewshot_samples=2, knn_k=20, svm_costs=[0.1, 1.0], transfer_num_train=64,
                        transfer_num_test=32, semisup_fractions=[0.1], semisup_batch_size=32)
     return cfg
@@ -57,9 +57,10 @@ def test_evaluate_all_protocols_writes_reports(tmp_path):
     assert list(res) == protocols
     for name, r in res.items():
         assert np.isfinite(r["value"]), name
-        assert {"metric", "value", "details", "dataset"} <= set(r)
+        assert {"metric", "value", "details", "dataset", "train_split", "n_train", "source"} <= set(r)
     assert 0 <= res["linear"]["value"] <= 1 and res["linear"]["details"]["epochs"] == 2
-    assert res["svm"]["dataset"].startswith("shapes-multilabel")
+    assert res["svm"]["dataset"] == "shapes-multilabel" and res["linear"]["dataset"] == "shapes"
+    assert res["transfer"]["dataset"] == "digits" and res["rankme"]["test_split"] is None
     assert set(res["fewshot"]["details"]["per_k"]) == {"1", "2"}
     assert 1 <= res["rankme"]["value"] <= 16
     report = json.loads((tmp_path / "eval.json").read_text())
@@ -70,7 +71,8 @@ def test_evaluate_all_protocols_writes_reports(tmp_path):
     from bssl.eval import format_comparison, plot_fewshot
 
     table = format_comparison({"a": res, "b": {"knn": res["knn"]}})
-    assert "| knn | top1 (%) |" in table and "| linear | top1 (%) |" in table and "n/a" in table
+    assert f"| knn | {res['knn']['source']} | top1 (%) |" in table and "n/a" in table
+    assert f"| linear | {res['linear']['source']} | top1 (%) |" in table
     assert plot_fewshot({"a": res["fewshot"], "b": res["fewshot"]}, tmp_path / "both.png").stat().st_size > 0
 
 

@@ -50,9 +50,10 @@ def test_protocols_run_from_cli_on_fixture(dataset, model_path, tmp_path):
     results = json.loads(report.read_text())["results"]
     assert list(results) == protocols
     for name, res in results.items():
-        assert res["dataset"].startswith(dataset)
+        assert res["dataset"] == dataset and res["data_root"] == str(root), name  # SVM too: the data given
+        assert res["source"].startswith(f"{dataset} {root}, {res['train_split']}"), name
     if dataset == "voc2007":
-        assert results["svm"]["dataset"].endswith("trainval->test")
+        assert results["svm"]["train_split"] == "trainval"
         assert "aeroplane" in results["svm"]["details"]["per_class_ap"]
         assert "cow" in results["svm"]["details"]["skipped_classes"]  # no positives in the fixture
 
@@ -61,9 +62,28 @@ def test_cli_points_at_missing_dataset_parts(model_path, tmp_path, capsys):
     make_imagefolder(tmp_path / "if")
     import shutil
 
-    shutil.rmtree(tmp_path / "if" / "val")
+    shutil.rmtree(tmp_path / "if" / "train")
     rc = _cli(["knn", "--checkpoint", str(model_path), "--dataset", "imagefolder", "--data-root", str(tmp_path / "if"),
                "--out", str(tmp_path / "out"), *FAST])
-    assert rc == 2 and "val is missing" in capsys.readouterr().err
+    assert rc == 2 and "no train/ folder" in capsys.readouterr().err
     rc = _cli(["knn", "--checkpoint", str(model_path), "--data-root", str(tmp_path / "if"), *FAST])
     assert rc == 2 and "--data-root needs --dataset" in capsys.readouterr().err
+
+
+def test_voc_root_moves_svm_and_fewshot_to_voc2007(model_path, tmp_path):
+    """An ImageFolder run with --voc-root: kNN stays on the photos, SVM and few-shot run the VOC07 protocol."""
+    make_imagefolder(tmp_path / "photos")
+    make_voc2007(tmp_path / "voc")
+    report = tmp_path / "report.json"
+    rc = _cli(["knn", "svm", "fewshot", "--checkpoint", str(model_path), "--dataset", "imagefolder",
+               "--data-root", str(tmp_path / "photos"), "--voc-root", str(tmp_path / "voc"),
+               "--out", str(tmp_path / "out"), "--report", str(report), *FAST])
+    assert rc == 0
+    results = json.loads(report.read_text())["results"]
+    assert results["knn"]["dataset"] == "imagefolder"
+    for name in ("svm", "fewshot"):
+        r = results[name]
+        assert (r["dataset"], r["data_root"], r["train_split"]) == ("voc2007", str(tmp_path / "voc"), "trainval")
+        assert (r["n_train"], r["n_test"]) == (24, 16) and 0 <= r["value"] <= 1
+    md = (tmp_path / "out" / "eval.md").read_text()
+    assert f"| svm | {results['svm']['source']} |" in md and f"voc2007 {tmp_path / 'voc'}, trainval" in md
