@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..kernels.ops import pack_weight_signs
+from ..kernels.ops import pack_weight_signs, unpack_bits
 
 DOMAIN = "ai.bssl"
 OP_TYPE = "BinaryConv2d"
@@ -44,11 +44,9 @@ def pack_signs(weight_sign: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_signs(wbits: torch.Tensor, channels: int) -> torch.Tensor:
-    """Inverse of pack_signs: (O, k, k, bytes) uint8 -> (O, C, k, k) float of +-1."""
-    o, kh, kw, _ = wbits.shape
-    bits = (wbits.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1
-    bits = bits.reshape(o, kh, kw, -1)[..., :channels]
-    return (1.0 - 2.0 * bits.to(torch.float32)).permute(0, 3, 1, 2).contiguous()
+    """Inverse of pack_signs: (O, k, k, bytes) uint8 -> (O, C, k, k) float of +-1 (kernels.ops.unpack_bits)."""
+    words = np.ascontiguousarray(wbits.detach().cpu().numpy()).view("<u8").astype(np.uint64)
+    return torch.from_numpy(unpack_bits(words, channels)).permute(0, 3, 1, 2).contiguous()
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:

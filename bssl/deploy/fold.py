@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..kernels.ops import pack_weight_signs, words
+from ..kernels.ops import pack_weight_signs, unpack_bits, words
 
 
 def _frozen(a, dtype, shape: Tuple[int, ...], what: str) -> np.ndarray:
@@ -103,8 +103,7 @@ class FoldedUnit:
 
     def weight_signs(self) -> np.ndarray:
         """float32 (O, C, k, k) of +-1: sign(W) unpacked from weight_bits."""
-        bits = np.unpackbits(self.weight_bytes(), axis=-1, bitorder="little")[..., :self.in_channels]
-        return np.ascontiguousarray((1.0 - 2.0 * bits.astype(np.float32)).transpose(0, 3, 1, 2))
+        return np.ascontiguousarray(unpack_bits(self.weight_bits, self.in_channels).transpose(0, 3, 1, 2))
 
     def tap_sums(self) -> np.ndarray:
         """int64 (O, k, k): sum over input channels of sign(W) at each tap."""
