@@ -44,6 +44,7 @@ extern "C" {
 #define BSSL_OUT_DOT 0   /* int32: the +-1 dot product K - 2*popcount */
 #define BSSL_OUT_FLOAT 1 /* float: y[o] = mul[o] * popcount + add[o]  (fmaf, bit-exact across paths) */
 #define BSSL_OUT_BITS 2  /* packed uint64 (N, Ho, Wo, ceil(O/64)): bit = (popcount >= thr[o]) ^ flip[o] */
+#define BSSL_OUT_FUSED 3 /* bssl_bconv2d_fused only: float epilogue + packed signs for next convs */
 
 #define BSSL_BLOCK_O 32 /* output channels per weight block */
 
@@ -99,6 +100,47 @@ BSSL_API int bssl_bgemm(const uint64_t *a, int64_t m, int32_t kw, const uint64_t
                         int32_t n_out, int32_t kreal, int32_t mode, const float *mul,
                         const float *add, const int32_t *thr, const uint8_t *flip, void *out,
                         int32_t threads);
+
+/* Fused epilogue of a binary conv whose output goes on through residual adds, an RPReLU and
+ * into the next binary convs (the native runtime's path). Per output pixel p = (b, oy, ox) and
+ * channel o < O, in this order, each step one float rounding on every path:
+ *   y = fmaf(mul[o], popcount, add[o])
+ *   y += corr[(corr_row[oy] * corr_cols + corr_col[ox]) * O + o]  (zero-padding correction)
+ *   y += res[p * res_stride + o];  y += bias_in[o]
+ *   y = y < 0 ? y * slope[o] : y;  y += bias_out[o]
+ *   out[p * out_stride + out_off + o] = y
+ *   for each bits[i]: sign bit of (y + bits[i].bias[o]) into the one-padded packed buffer
+ *     bits[i].dst of shape (n, hp, wp, cw), pixel (b, oy + pad, ox + pad), as the 32-bit half
+ *     word32 + o / 32 of that pixel's words (each 32-channel block stores its own half word).
+ * Every pointer but mul, add and out may be NULL (step skipped). The caller zeroes dst once
+ * (frame and channel tail) and keeps word32 * 32 + O within the buffer's channels. */
+typedef struct {
+  const float *bias;
+  uint64_t *dst;
+  int32_t hp, wp, pad, cw, word32;
+} bssl_bits_out;
+
+typedef struct {
+  const float *mul, *add;
+  const float *corr;
+  const int32_t *corr_row, *corr_col;
+  int32_t corr_cols;
+  const float *res;
+  int32_t res_stride;
+  const float *bias_in, *slope, *bias_out;
+  float *out;
+  int32_t out_stride, out_off;
+  int32_t nbits;
+  bssl_bits_out bits[2];
+} bssl_fused_epilogue;
+
+/* Binary conv2d on an input that is already one-padded (x: (n, hp, wp, cw); no padding is
+ * added here), output (n, ho, wo) with ho = (hp - kh) / stride + 1, through the fused epilogue.
+ * Same tiles, thread split and results on every path as bssl_bconv2d. */
+BSSL_API int bssl_bconv2d_fused(const uint64_t *x, int32_t n, int32_t hp, int32_t wp, int32_t cw,
+                                const uint64_t *wblk, int32_t out_channels, int32_t kh, int32_t kw,
+                                int32_t stride, int32_t kreal, const bssl_fused_epilogue *ep,
+                                int32_t threads);
 
 /* Threads: a call uses at most `threads` threads (persistent workers, woken per call) and only
  * as many as have min_work word-XORs each (default 2^18, ~16M binary MACs; env

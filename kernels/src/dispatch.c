@@ -150,6 +150,8 @@ typedef struct {
   int32_t n, hp, wp, cw, ho, wo, stride;
   int64_t t0, t1;       /* tile range of this worker, or input rows when `rows` is set */
   const rows_args *rows; /* set: this job fills input rows t0..t1-1 instead */
+  bssl_range_fn fn;      /* set: this job runs fn(ctx, t0, t1) instead */
+  void *ctx;
 } work_t;
 
 static void fill_rows(const rows_args *r, int64_t r0, int64_t r1) {
@@ -170,6 +172,10 @@ static void fill_rows(const rows_args *r, int64_t r0, int64_t r1) {
 
 static void *worker(void *arg) {
   const work_t *wk = (const work_t *)arg;
+  if (wk->fn) {
+    wk->fn(wk->ctx, wk->t0, wk->t1);
+    return NULL;
+  }
   if (wk->rows) {
     fill_rows(wk->rows, wk->t0, wk->t1);
     return NULL;
@@ -423,11 +429,78 @@ static int bconv(const uint64_t *x, const float *xf, const float *bias, int32_t 
   if (nth > 64) nth = 64;
   work_t works[64];
   for (int64_t i = 0; i < nth; i++)
-    works[i] = (work_t){impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles * i / nth, ntiles * (i + 1) / nth, NULL};
+    works[i] = (work_t){impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles * i / nth, ntiles * (i + 1) / nth, NULL, NULL, NULL};
   const int64_t ran = run_jobs(works, nth);
   for (int64_t i = ran; i < nth; i++) worker(&works[i]); /* the pool could not grow that far */
   free(padded);
   return rc;
+}
+
+int bssl_bconv2d_fused(const uint64_t *x, int32_t n, int32_t hp, int32_t wp, int32_t cw,
+                       const uint64_t *wblk, int32_t out_channels, int32_t kh, int32_t kw,
+                       int32_t stride, int32_t kreal, const bssl_fused_epilogue *ep,
+                       int32_t threads) {
+  if (n < 0 || hp < kh || wp < kw || cw < 1 || out_channels < 1 || kh < 1 || kw < 1 || stride < 1 ||
+      threads < 1)
+    return fail(BSSL_EARG, "bconv2d_fused: bad shape (n=%d hp=%d wp=%d cw=%d O=%d k=%dx%d stride=%d threads=%d)",
+                n, hp, wp, cw, out_channels, kh, kw, stride, threads);
+  if (kreal % (kh * kw) != 0 || (kreal / (kh * kw) + 63) / 64 != cw)
+    return fail(BSSL_EARG, "bconv2d_fused: kreal=%d is not kh*kw*C for a C packed into %d words", kreal, cw);
+  if (!x || !wblk || !ep || !ep->mul || !ep->add || !ep->out)
+    return fail(BSSL_EARG, "bconv2d_fused: NULL input, weights, mul/add or output");
+  if (ep->nbits < 0 || ep->nbits > 2) return fail(BSSL_EARG, "bconv2d_fused: nbits=%d (0..2)", ep->nbits);
+  for (int i = 0; i < ep->nbits; i++)
+    if (!ep->bits[i].dst || !ep->bits[i].bias) return fail(BSSL_EARG, "bconv2d_fused: NULL bits output %d", i);
+  if (ep->corr && (!ep->corr_row || !ep->corr_col)) return fail(BSSL_EARG, "bconv2d_fused: correction without row/col classes");
+  if (n == 0) return 0;
+  bssl_conv_args a;
+  memset(&a, 0, sizeof a);
+  a.row_words = (int64_t)wp * cw;
+  a.seg_words = kw * cw;
+  a.kh = kh;
+  a.k_words = (int64_t)kh * kw * cw;
+  a.wblk = wblk;
+  a.out_channels = out_channels;
+  a.nblk = (out_channels + BSSL_BLOCK_O - 1) / BSSL_BLOCK_O;
+  a.mode = BSSL_OUT_FUSED;
+  a.kreal = kreal;
+  a.mul = ep->mul;
+  a.add = ep->add;
+  a.out = ep->out;
+  a.fused = ep;
+  a.ho = (hp - kh) / stride + 1;
+  a.wo = (wp - kw) / stride + 1;
+  const int isa = bssl_isa_get();
+  if (isa == BSSL_ISA_SCALAR) {
+    bssl_ref_bconv2d_fused(&a, x, n, hp, wp, cw, kh, kw, stride);
+    return 0;
+  }
+  const bssl_isa_impl *impl = impl_of(isa);
+  const int64_t ntiles = ((int64_t)n * a.ho * a.wo + impl->mr - 1) / impl->mr;
+  const int64_t work = ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * a.k_words;
+  const int64_t min_work = bssl_thread_min_work_get();
+  int64_t nth = threads < ntiles ? threads : ntiles;
+  if (min_work > 0 && nth > work / min_work) nth = work / min_work > 1 ? work / min_work : 1;
+  if (nth > 64) nth = 64;
+  work_t works[64];
+  for (int64_t i = 0; i < nth; i++)
+    works[i] = (work_t){impl, &a, x, n, hp, wp, cw, a.ho, a.wo, stride, ntiles * i / nth,
+                        ntiles * (i + 1) / nth, NULL, NULL, NULL};
+  const int64_t ran = run_jobs(works, nth);
+  for (int64_t i = ran; i < nth; i++) worker(&works[i]);
+  return 0;
+}
+
+void bssl_parallel_for(int64_t n, int32_t threads, bssl_range_fn fn, void *ctx) {
+  if (n <= 0) return;
+  int64_t nth = threads < 1 ? 1 : threads;
+  if (nth > n) nth = n;
+  if (nth > 64) nth = 64;
+  work_t works[64];
+  for (int64_t i = 0; i < nth; i++)
+    works[i] = (work_t){.t0 = n * i / nth, .t1 = n * (i + 1) / nth, .fn = fn, .ctx = ctx};
+  const int64_t ran = run_jobs(works, nth);
+  for (int64_t i = ran; i < nth; i++) worker(&works[i]);
 }
 
 int bssl_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t cw,

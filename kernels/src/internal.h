@@ -26,6 +26,8 @@ typedef struct {
   const uint8_t *flip;
   void *out;
   int32_t out_words; /* ceil(O / 64), BITS mode */
+  const bssl_fused_epilogue *fused; /* FUSED mode */
+  int32_t ho, wo;                   /* FUSED mode: output map, to place pixels */
 } bssl_conv_args;
 
 /* Computes output channels [ob*32, ob*32+32) of mv <= MR consecutive output pixels pix0.. whose
@@ -59,9 +61,33 @@ int bssl_ref_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t
                      const uint64_t *wblk, int32_t out_channels, int32_t kh, int32_t kw,
                      int32_t stride, int32_t pad, int32_t kreal, int32_t mode, const float *mul,
                      const float *add, const int32_t *thr, const uint8_t *flip, void *out);
+/* reference of bssl_bconv2d_fused on an already padded input (a->mode == BSSL_OUT_FUSED) */
+void bssl_ref_bconv2d_fused(const bssl_conv_args *a, const uint64_t *x, int32_t n, int32_t hp,
+                            int32_t wp, int32_t cw, int32_t kh, int32_t kw, int32_t stride);
 /* writes the outputs of one tile from popcounts pop[m * 32 + j] (m < mv, j < 32) */
 void bssl_epilogue(const bssl_conv_args *a, int32_t ob, const int32_t *pop, int32_t mv,
                    int64_t pix0);
+
+/* the fused epilogue of one output value (see bssl_fused_epilogue), shared by the generic path */
+static inline float bssl_fused_value(const bssl_fused_epilogue *e, int32_t o, int32_t O, int32_t pop,
+                                     int64_t pix, int32_t oy, int32_t ox) {
+  float y = fmaf(e->mul[o], (float)pop, e->add[o]);
+  if (e->corr) y += e->corr[((int64_t)e->corr_row[oy] * e->corr_cols + e->corr_col[ox]) * O + o];
+  if (e->res) y += e->res[pix * e->res_stride + o];
+  if (e->bias_in) y += e->bias_in[o];
+  if (e->slope && y < 0.0f) y = y * e->slope[o];
+  if (e->bias_out) y += e->bias_out[o];
+  return y;
+}
+
+/* where the packed bits of output pixel (b, oy, ox) go in bits[i] (as 32-bit half words) */
+static inline uint32_t *bssl_fused_bits_at(const bssl_bits_out *bo, int64_t b, int32_t oy, int32_t ox) {
+  return (uint32_t *)(bo->dst + ((b * bo->hp + oy + bo->pad) * bo->wp + ox + bo->pad) * bo->cw) + bo->word32;
+}
+
+/* generic parallel loop over [0, n) on the kernels' worker threads, fixed contiguous split */
+typedef void (*bssl_range_fn)(void *ctx, int64_t i0, int64_t i1);
+void bssl_parallel_for(int64_t n, int32_t threads, bssl_range_fn fn, void *ctx);
 
 static inline int bssl_popcount64(uint64_t v) { return __builtin_popcountll(v); }
 

@@ -46,6 +46,25 @@ void bssl_epilogue(const bssl_conv_args *a, int32_t ob, const int32_t *pop, int3
   const int32_t o0 = ob * BSSL_BLOCK_O;
   int32_t nj = a->out_channels - o0;
   if (nj > BSSL_BLOCK_O) nj = BSSL_BLOCK_O;
+  if (a->mode == BSSL_OUT_FUSED) {
+    const bssl_fused_epilogue *e = a->fused;
+    const int64_t hw = (int64_t)a->ho * a->wo;
+    for (int32_t m = 0; m < mv; m++) {
+      const int64_t pix = pix0 + m, b = pix / hw;
+      const int32_t oy = (int32_t)(pix % hw / a->wo), ox = (int32_t)(pix % hw % a->wo);
+      const int32_t *pm = pop + m * BSSL_BLOCK_O;
+      uint32_t bits[2] = {0, 0};
+      float *o = e->out + pix * e->out_stride + e->out_off + o0;
+      for (int32_t j = 0; j < nj; j++) {
+        const float y = bssl_fused_value(e, o0 + j, a->out_channels, pm[j], pix, oy, ox);
+        o[j] = y;
+        for (int32_t i = 0; i < e->nbits; i++)
+          bits[i] |= (uint32_t)(y + e->bits[i].bias[o0 + j] < 0.0f) << j;
+      }
+      for (int32_t i = 0; i < e->nbits; i++) bssl_fused_bits_at(&e->bits[i], b, oy, ox)[ob] = bits[i];
+    }
+    return;
+  }
   for (int32_t m = 0; m < mv; m++) {
     const int64_t pix = pix0 + m;
     const int32_t *pm = pop + m * BSSL_BLOCK_O;
@@ -104,4 +123,28 @@ int bssl_ref_bconv2d(const uint64_t *x, int32_t n, int32_t h, int32_t w, int32_t
         }
       }
   return 0;
+}
+
+void bssl_ref_bconv2d_fused(const bssl_conv_args *a, const uint64_t *x, int32_t n, int32_t hp,
+                            int32_t wp, int32_t cw, int32_t kh, int32_t kw, int32_t stride) {
+  int32_t pop[BSSL_BLOCK_O];
+  for (int32_t b = 0; b < n; b++)
+    for (int32_t oy = 0; oy < a->ho; oy++)
+      for (int32_t ox = 0; ox < a->wo; ox++) {
+        const int64_t pix = ((int64_t)b * a->ho + oy) * a->wo + ox;
+        for (int32_t ob = 0; ob < a->nblk; ob++) {
+          const uint64_t *wb = a->wblk + (int64_t)ob * a->k_words * BSSL_BLOCK_O;
+          for (int32_t j = 0; j < BSSL_BLOCK_O; j++) {
+            int32_t p = 0;
+            for (int32_t ky = 0; ky < kh; ky++)
+              for (int32_t kx = 0; kx < kw; kx++)
+                for (int32_t c = 0; c < cw; c++) {
+                  const uint64_t av = x[(((int64_t)b * hp + oy * stride + ky) * wp + ox * stride + kx) * cw + c];
+                  p += bssl_popcount64(av ^ wb[(((int64_t)ky * kw + kx) * cw + c) * BSSL_BLOCK_O + j]);
+                }
+            pop[j] = p;
+          }
+          bssl_epilogue(a, ob, pop, 1, pix);
+        }
+      }
 }

@@ -39,6 +39,55 @@ static inline void store_vec(const bssl_conv_args *a, __m512i pop, int32_t o, in
   }
 }
 
+/* the fused epilogue (bssl_fused_epilogue), 8 channels per vector, the same roundings in the
+ * same order as bssl_fused_value */
+static void fused_avx512(const bssl_conv_args *a, int32_t ob, const __m512i acc[MR][4], int32_t mv,
+                         int64_t pix0) {
+  const bssl_fused_epilogue *e = a->fused;
+  const int32_t O = a->out_channels, o0 = ob * BSSL_BLOCK_O;
+  const int64_t hw = (int64_t)a->ho * a->wo;
+  int64_t b = pix0 / hw;
+  int32_t oy = (int32_t)(pix0 % hw / a->wo), ox = (int32_t)(pix0 % hw % a->wo);
+  const __m256 zero = _mm256_setzero_ps();
+  for (int32_t m = 0; m < mv; m++) {
+    const int64_t pix = pix0 + m;
+    uint32_t bits0 = 0, bits1 = 0;
+    for (int v = 0; v < 4; v++) {
+      const int32_t o = o0 + 8 * v, nv = O - o;
+      if (nv <= 0) break;
+      const __mmask8 k = nv >= 8 ? 0xff : (__mmask8)((1u << nv) - 1);
+      __m256 y = _mm256_fmadd_ps(_mm256_maskz_loadu_ps(k, e->mul + o), _mm512_cvtepi64_ps(acc[m][v]),
+                                 _mm256_maskz_loadu_ps(k, e->add + o));
+      if (e->corr)
+        y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, e->corr + ((int64_t)e->corr_row[oy] * e->corr_cols +
+                                                                 e->corr_col[ox]) * O + o));
+      if (e->res) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, e->res + pix * e->res_stride + o));
+      if (e->bias_in) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, e->bias_in + o));
+      if (e->slope) {
+        const __mmask8 neg = _mm256_cmp_ps_mask(y, zero, _CMP_LT_OQ);
+        y = _mm256_mask_mul_ps(y, neg, y, _mm256_maskz_loadu_ps(k, e->slope + o));
+      }
+      if (e->bias_out) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, e->bias_out + o));
+      _mm256_mask_storeu_ps(e->out + pix * e->out_stride + e->out_off + o, k, y);
+      if (e->nbits > 0)
+        bits0 |= (uint32_t)_mm256_mask_cmp_ps_mask(k, _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, e->bits[0].bias + o)),
+                                                   zero, _CMP_LT_OQ) << (8 * v);
+      if (e->nbits > 1)
+        bits1 |= (uint32_t)_mm256_mask_cmp_ps_mask(k, _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, e->bits[1].bias + o)),
+                                                   zero, _CMP_LT_OQ) << (8 * v);
+    }
+    if (e->nbits > 0) bssl_fused_bits_at(&e->bits[0], b, oy, ox)[ob] = bits0;
+    if (e->nbits > 1) bssl_fused_bits_at(&e->bits[1], b, oy, ox)[ob] = bits1;
+    if (++ox == a->wo) {
+      ox = 0;
+      if (++oy == a->ho) {
+        oy = 0;
+        b++;
+      }
+    }
+  }
+}
+
 static void tile_avx512(const bssl_conv_args *a, int32_t ob, const uint64_t *const *ap,
                         int32_t mv, int64_t pix0) {
   __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
@@ -69,6 +118,10 @@ static void tile_avx512(const bssl_conv_args *a, int32_t ob, const uint64_t *con
   const int32_t o0 = ob * BSSL_BLOCK_O;
   const __m512i acc[MR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
                               {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+  if (a->mode == BSSL_OUT_FUSED) {
+    fused_avx512(a, ob, acc, mv, pix0);
+    return;
+  }
   if (a->mode == BSSL_OUT_FLOAT) {
     /* the deploy path: per-channel mul/add loaded once per tile, one fma per 8 outputs */
     for (int v = 0; v < 4; v++) {
