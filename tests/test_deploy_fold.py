@@ -290,3 +290,17 @@ def test_old_packed_artifact_format_is_refused(tmp_path):
     assert packed_format(tmp_path / "junk.pt") is None
     with pytest.raises(UserError, match="not a packed bssl student"):
         load_packed(tmp_path / "junk.pt")
+
+
+def test_folded_unit_copies_stay_frozen():
+    import copy
+    import pickle
+
+    f = fold_unit(_randomise(BinaryConvBN(70, 8, 3, pad_value=0.0), seed=7), "u")
+    for g in (copy.deepcopy(f), pickle.loads(pickle.dumps(f))):
+        assert not g.weight_bits.flags.writeable and not g.shift.flags.writeable
+        assert _same(g, f) and np.array_equal(g.padding_correction(6, 6), f.padding_correction(6, 6))
+    with pytest.raises(ValueError, match="tail bits"):
+        FoldedUnit("u", 70, 8, 3, 1, 1, 1.0, f.rsign_bias, f.weight_bits | np.uint64(1 << 63), f.scale, f.shift)
+    with pytest.raises(ValueError, match="shape"):
+        FoldedUnit("u", 70, 8, 3, 1, 1, 1.0, f.rsign_bias, f.weight_bits, f.scale[:4], f.shift)

@@ -83,6 +83,10 @@ class FoldedUnit:
         object.__setattr__(self, "scale", _frozen(self.scale, np.float32, (o,), "scale"))
         object.__setattr__(self, "shift", _frozen(self.shift, np.float32, (o,), "shift"))
 
+    def __reduce__(self):
+        # through the constructor, so copies and unpickled units are checked and read-only again
+        return (type(self), tuple(getattr(self, f) for f in self.__dataclass_fields__))
+
     @property
     def K(self) -> int:
         """Entries of one +-1 dot product: kernel_size^2 * in_channels."""
