@@ -304,3 +304,18 @@ def test_folded_unit_copies_stay_frozen():
         FoldedUnit("u", 70, 8, 3, 1, 1, 1.0, f.rsign_bias, f.weight_bits | np.uint64(1 << 63), f.scale, f.shift)
     with pytest.raises(ValueError, match="shape"):
         FoldedUnit("u", 70, 8, 3, 1, 1, 1.0, f.rsign_bias, f.weight_bits, f.scale[:4], f.shift)
+
+
+def test_lce_graph_carries_the_folded_numbers():
+    from bssl.export import lce
+
+    m = _student("reactnet-a", seed=8)
+    folded = list(fold_student(m))
+    spec, arrays = lce.graph_spec(m, 32)
+    bconvs = [op for op in spec["ops"] if op["op"] == "bconv"]
+    assert len(bconvs) == len(folded)
+    for op, f in zip(bconvs, folded):  # graph order is module order in these students
+        assert (op["kernel_size"], op["stride"], op["padding"]) == (f.kernel_size, f.stride, f.padding)
+        assert np.array_equal(arrays[op["kernel"]], f.weight_signs().transpose(2, 3, 1, 0))
+        for key, want in (("scale", f.scale), ("shift", f.shift), ("bias", f.rsign_bias)):
+            assert np.array_equal(arrays[op[key]], want), (f.name, key)
