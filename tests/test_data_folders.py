@@ -15,7 +15,7 @@ from PIL import Image
 from bssl.data import (HELDOUT, build_dataset, dataset_from_config, format_summary, heldout_split, read_rgb,
                        summarize)
 from bssl.errors import UserError
-from test_datasets_real import make_cifar10, make_voc2007
+from test_datasets_real import make_cifar10, make_stl10, make_voc2007
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +68,8 @@ def test_heldout_of_released_datasets_is_their_test_split(tmp_path):
     assert len(build_dataset("cifar10", split=HELDOUT, root=str(tmp_path / "c"))) == 6
     make_voc2007(tmp_path / "v", n_trainval=4, n_test=3)
     assert len(build_dataset("voc2007", split=HELDOUT, root=str(tmp_path / "v"))) == 3
+    make_stl10(tmp_path / "s")
+    assert len(build_dataset("stl10", split=HELDOUT, root=str(tmp_path / "s"))) == 6
 
 
 def test_seeded_split_is_stratified_disjoint_and_repeatable(tmp_path):
@@ -303,3 +305,16 @@ def test_summary_of_embedded_data():
     assert s["splits"]["train"]["sizes"]["most_common"] == [16, 16]
     assert s["heldout"]["description"] == "the dataset's test split"
     assert "16x16" in format_summary(s) and "held out  8 images from the dataset's test split" in format_summary(s)
+
+
+def test_summary_of_released_formats(tmp_path):
+    make_voc2007(tmp_path / "v", n_trainval=4, n_test=3)
+    s = summarize(_cfg(tmp_path / "v", dataset="voc2007"))
+    assert s["multilabel"] and s["layout"] == "VOC2007 folder" and s["root"] == str((tmp_path / "v").resolve())
+    assert (s["splits"]["train"]["split"], s["splits"]["train"]["images"], s["splits"][HELDOUT]["images"]) == \
+        ("trainval", 4, 3)
+    assert s["classes"]["count"] == 20 and "(split trainval)" in format_summary(s)
+    make_cifar10(tmp_path / "c")
+    s = summarize(_cfg(tmp_path / "c", dataset="cifar10"))
+    assert s["layout"] == "python batches" and s["splits"][HELDOUT]["split"] == "test"
+    assert s["splits"]["train"]["sizes"]["most_common"] == [32, 32]

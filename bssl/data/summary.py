@@ -8,23 +8,27 @@ datasets (generated, pickled or binary releases) hold one size, read from their 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .registry import DEFAULT_HOLDOUT_FRACTION, HELDOUT, dataset_from_config
+from .registry import DATASETS, DEFAULT_HOLDOUT_FRACTION, HELDOUT, dataset_from_config
 
 # Class names kept in the summary dict; the formatted line shows fewer.
 MAX_CLASS_NAMES = 50
 SHOWN_CLASS_NAMES = 10
 
 
+_LAYOUTS = {"shapes": "embedded", "shapes-multilabel": "embedded", "digits": "embedded",
+            "cifar10": "python batches", "cifar100": "python batches", "stl10": "binary files",
+            "voc2007": "VOC2007 folder"}
+
+
 def _layout(name: str, ds) -> str:
     if getattr(ds, "folder", None) is not None:
         return "image folders"
-    if name in ("shapes", "shapes-multilabel", "digits"):
-        return "embedded"
-    return "files"
+    return _LAYOUTS.get(name, "files")
 
 
 def image_sizes(ds, sample: int = 2000, seed: int = 0) -> Dict[str, Any]:
@@ -75,9 +79,9 @@ def image_sizes(ds, sample: int = 2000, seed: int = 0) -> Dict[str, Any]:
 def summarize(cfg: dict, sample: int = 2000, name: Optional[str] = None) -> Dict[str, Any]:
     """Summary of the dataset of cfg's [data] section (or `name`), as the run will use it.
 
-    Builds splits "train" and "heldout" with `dataset_from_config`, so layout mistakes raise the same
-    UserError they would raise in training. Keys: ``dataset``, ``root``, ``layout`` ("embedded",
-    "image folders" or "files"), ``multilabel``, ``splits`` ({"train": ..., "heldout": ...}, each
+    Builds splits "train" (VOC2007: "trainval") and "heldout" with `dataset_from_config`, so layout
+    mistakes raise the same UserError they would raise in training. Keys: ``dataset``, ``root``, ``layout`` ("embedded",
+    "image folders", "python batches", "binary files", "VOC2007 folder" or "files"), ``multilabel``, ``splits`` ({"train": ..., "heldout": ...}, each
     with ``split`` (the dataset's own split name), ``images`` and ``sizes`` (see `image_sizes`)),
     ``heldout`` (how the held-out split was obtained: ``source`` "split", "folder" or "seeded",
     ``description``, and ``fraction`` / ``seed`` for a seeded split), ``classes`` (``count``,
@@ -87,20 +91,28 @@ def summarize(cfg: dict, sample: int = 2000, name: Optional[str] = None) -> Dict
     data = cfg.get("data", {})
     name = name or data.get("dataset", "shapes")
     seed = int(cfg.get("run", {}).get("seed", 0))
-    train = dataset_from_config(cfg, "train", name=name)
+    # the training split the evaluation fits on (VOC2007: trainval), "train" elsewhere
+    train_split = getattr(DATASETS.get(name), "eval_splits", ("train",))[0]
+    train = dataset_from_config(cfg, train_split, name=name)
     held = dataset_from_config(cfg, HELDOUT, name=name)
     info = dict(getattr(held, "heldout", {"split": HELDOUT, "source": "split", "description": "held-out split"}))
     classes = [str(c) for c in getattr(train, "classes", [])]
     splits = {}
     for key, ds in (("train", train), (HELDOUT, held)):
-        split = "train" if key == "train" else info["split"]
+        split = train_split if key == "train" else info["split"]
         splits[key] = {"split": split, "images": len(ds), "sizes": image_sizes(ds, sample, seed)}
     if info.get("source") == "seeded":
         splits["train"]["description"] = "train/ minus the held-out images"
+    if getattr(train, "subset", None):
+        s = train.subset
+        note = f"a seeded per-class subset of {s['of']:,} (data.train_subset, seed {s['seed']})"
+        prior = splits["train"].get("description")
+        splits["train"]["description"] = f"{note}; {prior}" if prior else note
     root = data.get("root") or None
+    on_disk = root and name not in ("shapes", "shapes-multilabel", "digits")
     return {
         "dataset": name,
-        "root": str(root) if root and name not in ("shapes", "shapes-multilabel", "digits") else None,
+        "root": str(Path(root).expanduser().resolve()) if on_disk else None,
         "layout": _layout(name, train),
         "multilabel": bool(getattr(train, "multilabel", False)),
         "splits": splits,
@@ -138,7 +150,8 @@ def format_summary(summary: Dict[str, Any]) -> str:
     lines = [
         f"dataset   {summary['dataset']}{where} ({summary['layout']}{', multi-label' if summary['multilabel'] else ''})",
         f"classes   {c['count']}: {', '.join(names)}{f' ... (+{more} more)' if more > 0 else ''}",
-        f"train     {tr['images']:,} images" + (f" ({tr['description']})" if tr.get("description") else ""),
+        f"train     {tr['images']:,} images" + (f" ({tr['description']})" if tr.get("description") else "")
+        + (f" (split {tr['split']})" if tr["split"] != "train" else ""),
         f"held out  {ho['images']:,} images from {summary['heldout']['description']}",
         f"sizes     train {_size_text(tr['sizes'])}",
         f"          held out {_size_text(ho['sizes'])}",
