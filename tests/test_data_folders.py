@@ -159,6 +159,13 @@ def test_transparency_is_composited_over_white(tmp_path):
     assert out[:, 0, 0].tolist() == [255, 255, 255] and out[:, 0, 1].tolist() == [250, 10, 10]
 
 
+def test_camera_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (8, 4), (200, 10, 10)).save(tmp_path / "phone.jpg", exif=exif)
+    assert read_rgb(str(tmp_path / "phone.jpg")).shape == (3, 8, 4)
+
+
 def test_mixed_modes_in_one_folder_load_as_rgb(tmp_path):
     make_tree(tmp_path, splits=("train", "val"), per_class=1)
     Image.new("L", (8, 8), 90).save(tmp_path / "train" / "cat" / "gray.png")

@@ -45,7 +45,8 @@ def read_rgb(path: str) -> torch.Tensor:
 
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
+            if "exif" in img.info:  # only camera files carry an orientation; skip the parse for the rest
+                img = ImageOps.exif_transpose(img)
             if img.mode.startswith("I;16"):  # 16-bit grayscale: keep the high byte
                 img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
             if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
