@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bssl.data import (HELDOUT, build_dataset, dataset_from_config, format_summary, heldout_split, read_rgb,
-                       summarize)
+from bssl.data import (HELDOUT, build_dataset, dataset_from_config, format_summary, heldout_split, image_sizes,
+                       read_rgb, summarize)
 from bssl.errors import UserError
 from test_datasets_real import make_cifar10, make_stl10, make_voc2007
 
@@ -325,3 +325,18 @@ def test_summary_of_released_formats(tmp_path):
     s = summarize(_cfg(tmp_path / "c", dataset="cifar10"))
     assert s["layout"] == "python batches" and s["splits"][HELDOUT]["split"] == "test"
     assert s["splits"]["train"]["sizes"]["most_common"] == [32, 32]
+
+
+def test_image_sizes_of_a_row_subset_read_its_files(tmp_path):
+    make_tree(tmp_path, splits=("train",), per_class=4)
+    base = dataset_from_config(_cfg(tmp_path), "train")
+
+    class Rows(torch.utils.data.Dataset):
+        def __init__(self):
+            self.base, self.rows = base, np.array([0, 2, 4])  # 8x8 PNGs only
+
+        def __len__(self):
+            return len(self.rows)
+
+    sizes = image_sizes(Rows())
+    assert sizes["source"] == "file headers" and sizes["read"] == 3 and sizes["max"] == [8, 8]

@@ -26,7 +26,7 @@ _LAYOUTS = {"shapes": "embedded", "shapes-multilabel": "embedded", "digits": "em
 
 
 def _layout(name: str, ds) -> str:
-    if getattr(ds, "folder", None) is not None:
+    if getattr(ds, "folder", None) is not None or getattr(getattr(ds, "base", None), "folder", None) is not None:
         return "image folders"
     return _LAYOUTS.get(name, "files")
 
@@ -34,8 +34,9 @@ def _layout(name: str, ds) -> str:
 def image_sizes(ds, sample: int = 2000, seed: int = 0) -> Dict[str, Any]:
     """Image sizes (width, height) of a dataset.
 
-    Datasets with files (`.paths`) are read from the headers of a seeded sample of at most `sample`
-    files; others are in-memory arrays of one size, taken from their first image. Returns
+    Datasets with files (`.paths`, or `.base.paths` and `.rows` for a row subset) are read from the
+    headers of a seeded sample of at most `sample` files; others are in-memory arrays of one size,
+    taken from their first image. Returns
     ``min`` and ``max`` (per dimension, [width, height]), ``most_common`` [width, height] with its
     ``most_common_share`` of the files read, ``distinct`` sizes, ``read`` / ``total`` counts,
     ``sampled`` (True when not every file was read), ``unreadable`` (headers Pillow cannot parse)
@@ -47,6 +48,9 @@ def image_sizes(ds, sample: int = 2000, seed: int = 0) -> Dict[str, Any]:
     if total == 0:
         return {"read": 0, "total": 0, "sampled": False}
     paths = getattr(ds, "paths", None)
+    base, rows = getattr(ds, "base", None), getattr(ds, "rows", None)
+    if paths is None and getattr(base, "paths", None) is not None and rows is not None:  # a row subset of files
+        paths = [base.paths[int(i)] for i in rows]
     if paths is None:
         img = ds[0][0]
         h, w = int(img.shape[-2]), int(img.shape[-1])
@@ -80,13 +84,16 @@ def summarize(cfg: dict, sample: int = 2000, name: Optional[str] = None) -> Dict
     """Summary of the dataset of cfg's [data] section (or `name`), as the run will use it.
 
     Builds splits "train" (VOC2007: "trainval") and "heldout" with `dataset_from_config`, so layout
-    mistakes raise the same UserError they would raise in training. Keys: ``dataset``, ``root``, ``layout`` ("embedded",
-    "image folders", "python batches", "binary files", "VOC2007 folder" or "files"), ``multilabel``, ``splits`` ({"train": ..., "heldout": ...}, each
-    with ``split`` (the dataset's own split name), ``images`` and ``sizes`` (see `image_sizes`)),
-    ``heldout`` (how the held-out split was obtained: ``source`` "split", "folder" or "seeded",
-    ``description``, and ``fraction`` / ``seed`` for a seeded split), ``classes`` (``count``,
-    ``names`` (at most MAX_CLASS_NAMES), ``names_truncated``) and ``sample`` (the per-split cap on
-    headers read).
+    mistakes raise the same UserError they would raise in training. Keys:
+
+    - ``dataset``, ``root`` (absolute; None for embedded data), ``layout`` ("embedded", "image
+      folders", "python batches", "binary files", "VOC2007 folder" or "files"), ``multilabel``;
+    - ``splits``: {"train": ..., "heldout": ...}, each with ``split`` (the dataset's own split name),
+      ``images``, ``sizes`` (see `image_sizes`) and, where it applies, ``description``;
+    - ``heldout``: how the held-out split was obtained (`heldout_split`): ``source`` "split",
+      "folder" or "seeded", ``description``, and ``fraction`` / ``seed`` for a seeded split;
+    - ``classes``: ``count``, ``names`` (at most MAX_CLASS_NAMES), ``names_truncated``;
+    - ``sample`` (the per-split cap on headers read), ``holdout_fraction``, ``seed``.
     """
     data = cfg.get("data", {})
     name = name or data.get("dataset", "shapes")
