@@ -79,11 +79,27 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
             raise UserError(f"teacher checkpoint {teacher} does not exist; pass a bssl, MoCo/SimSiam .pth.tar or torchvision file")
         from bssl.teachers import load_teacher
         load_teacher(teacher)
-    from .data import dataset_from_config
-    dataset_from_config(cfg, "train")
+    from .data.summary import format_summary, summarize
+    data_summary = summarize(cfg)  # builds both splits: a layout mistake stops here, before any folder exists
+    log("[bssl run] data\n" + "\n".join("  " + line for line in format_summary(data_summary).splitlines()))
+    fresh = not (resume and (out_dir / "state.json").exists())
     prepare_run_dir(out_dir, resume=resume, force=force)
     state = RunState(out_dir, cfg)
-    seed_everything(int(cfg.get("run", {}).get("seed", 0)))
+    seed = int(cfg["run"]["seed"])
+    seed_everything(seed)
+    try:
+        report = _run_steps(cfg, out_dir, state, data_summary, resume, teacher, log, seed)
+    except BaseException:
+        if fresh and not state.data["steps"] and not any(out_dir.rglob("*.pt")):
+            # nothing finished or checkpointed: a folder holding only state.json and logs would only make
+            # the rerun ask for --force
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return report
+
+
+def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary: Dict[str, Any], resume: bool,
+               teacher: Optional[Path], log: Callable[[str], None], seed: int) -> Dict[str, Any]:
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
         if state.done(name):
@@ -113,10 +129,10 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
 
     def do_export():
         from bssl.export import export_model
-        exp_cfg = cfg.get("export", {})
+        exp_cfg = cfg["export"]
         results = []
-        for fmt in exp_cfg.get("formats", []):
-            targets = exp_cfg.get("tvm_targets", ["x86-64"]) if fmt == "tvm" else [None]
+        for fmt in exp_cfg["formats"]:
+            targets = exp_cfg["tvm_targets"] if fmt == "tvm" else [None]
             for target in targets:
                 results.append(_jsonable(export_model(student_ckpt, fmt, out_dir / "export", target=target)))
         return results
@@ -135,13 +151,12 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
 
     def do_bench():
         from bssl.bench import run_benchmarks
-        b = cfg.get("bench", {})
+        b = cfg["bench"]
         # the student checkpoint, the FP teacher it replaces, and the deployable files it was exported to
         models = [student_ckpt, teacher_res["checkpoint"]] + [e["path"] for e in export_res if e["format"] in ("tvm", "lce")]
-        report = run_benchmarks(models, b.get("backends"), int(b.get("threads", 1)), int(cfg["data"]["image_size"]),
-                                int(b.get("runs", 30)), int(b.get("warmup", 5)), out_dir / "bench",
-                                batch_sizes=(1, int(b.get("batch", 8))), budget_s=float(b.get("budget_s", 60)),
-                                seed=int(cfg.get("run", {}).get("seed", 0)))
+        report = run_benchmarks(models, b["backends"], int(b["threads"]), int(cfg["data"]["image_size"]),
+                                int(b["runs"]), int(b["warmup"]), out_dir / "bench",
+                                batch_sizes=(1, int(b["batch"])), budget_s=float(b["budget_s"]), seed=seed)
         # a backend that cannot run a given file (torch on a .so) is not a result: keep measured and unavailable rows
         report["rows"] = [r for r in report["rows"] if r.get("status") != "skipped"]
         return _jsonable(report)
@@ -150,12 +165,11 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
 
     def do_eval():
         from bssl.eval import evaluate
-        protocols = cfg.get("eval", {}).get("protocols", [])
+        protocols = cfg["eval"]["protocols"]
         res = {"student": _jsonable(evaluate(student_ckpt, cfg, protocols, out_dir / "eval" / "student")),
                "teacher": _jsonable(evaluate(teacher_res["checkpoint"], cfg, protocols, out_dir / "eval" / "teacher"))}
         # The same architecture with random weights on the same probes: the floor that shows learning.
-        random_ckpt = _random_student_checkpoint(student_ckpt, out_dir / "eval" / "random-init.pt",
-                                                 seed=int(cfg.get("run", {}).get("seed", 0)))
+        random_ckpt = _random_student_checkpoint(student_ckpt, out_dir / "eval" / "random-init.pt", seed=seed)
         res["random-init student"] = _jsonable(evaluate(random_ckpt, cfg, protocols, out_dir / "eval" / "random"))
         return res
 
@@ -163,8 +177,9 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
 
     report = {
         "bssl_version": code_version(),
-        "preset": cfg.get("preset", {}).get("name"),
+        "preset": cfg["preset"]["name"],
         "config": cfg,
+        "data": data_summary,
         "teacher": teacher_res,
         "distill": distill_res,
         "export": export_res,

@@ -4,8 +4,9 @@ A method is an nn.Module holding the backbone and its heads. The trainer calls
 `forward(views, index) -> (loss, logs)` (the only call DistributedDataParallel wraps),
 `after_step(step, total_steps)` after each optimiser step (momentum encoders),
 and `prepare_epoch(epoch, ctx)` before each epoch (phase changes; returns True when the set of
-trainable parameters changed). Paper defaults live in each class's DEFAULTS; the preset's
-[teacher] keys and an optional [teacher.<method>] table override them.
+trainable parameters changed). Each class declares its options with the paper's defaults in
+OPTIONS (bssl.config.Key: type, default, range); the preset's [teacher] keys and an optional
+[teacher.<method>] table override them, and bssl.config validates them before any work.
 """
 
 from __future__ import annotations
@@ -15,21 +16,16 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.nn as nn
 
-from bssl.data.augment import MultiView, method_views, view_overrides
+from bssl.config import TEACHER, Key, defaults
+from bssl.data.augment import VIEW_KEYS, MultiView, method_views, view_overrides
 from bssl.errors import UserError
 from bssl.registry import Registry
 
 METHODS: Registry[type] = Registry("teacher method")
 
-# Keys the trainer reads; everything else in [teacher] is a method option.
-COMMON_DEFAULTS: Dict[str, Any] = {
-    "num_views": 2,          # global views per image
-    "multicrop_local": 0,    # extra small crops (multi-crop), 0 = off
-    "local_size": 0,         # side of the local crops; 0 = 96/224 of the image size
-    "crop_min_scale": None,  # None = the paper's crop scale of the method's pipeline
-    "hue": None,             # None = the paper's hue jitter (0.1); 0.5 where colour is random per image
-    "blur": None,            # None/true = the paper's Gaussian blur; false for 32 px data (solo-learn's CIFAR recipe)
-}
+# The view keys every method reads (declared with the [teacher] section in bssl.config).
+VIEW_OPTIONS = ("num_views", "multicrop_local", "local_size") + tuple(VIEW_KEYS)
+COMMON_DEFAULTS: Dict[str, Any] = {k: TEACHER[k].default for k in VIEW_OPTIONS}
 
 
 def method_table(section: Dict[str, Any], name: str) -> Dict[str, Any]:
@@ -46,23 +42,39 @@ def with_method_table(section: Dict[str, Any], name: str) -> Dict[str, Any]:
 
 
 def method_config(name: str, teacher_cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """DEFAULTS of the method < [teacher] keys < [teacher.<name>] table."""
+    """The method's view keys and options: its defaults < [teacher] keys < [teacher.<name>] table."""
     cls = METHODS.get(name)
-    return {**COMMON_DEFAULTS, **cls.DEFAULTS, **with_method_table(teacher_cfg, name)}
+    wanted = set(VIEW_OPTIONS) | set(cls.option_keys())
+    given = {k: v for k, v in with_method_table(teacher_cfg, name).items() if k in wanted}
+    return {**COMMON_DEFAULTS, **cls.defaults(), **given}
 
 
 class TeacherMethod(nn.Module):
     name = ""
     pipeline = "mocov2"
-    DEFAULTS: Dict[str, Any] = {}
+    #: the method's own config keys with the paper's defaults (view keys may be re-declared with another default)
+    OPTIONS: Dict[str, Key] = {}
+
+    @classmethod
+    def option_keys(cls) -> Dict[str, Key]:
+        """The keys a [teacher.<name>] table may set besides the trainer's."""
+        return dict(cls.OPTIONS)
+
+    @classmethod
+    def defaults(cls) -> Dict[str, Any]:
+        return defaults(cls.OPTIONS)
+
+    @classmethod
+    def check_config(cls, settings: Dict[str, Any]) -> None:
+        """Cross-key checks on the effective settings (trainer keys + options), before any work."""
 
     def __init__(self, backbone: nn.Module, cfg: Dict[str, Any]):
         super().__init__()
         self.cfg = dict(cfg)
         self.backbone = backbone
         self.feature_dim = int(backbone.feature_dim)
-        self.num_views = int(self.cfg.get("num_views", 2))
-        self.num_local = int(self.cfg.get("multicrop_local", 0))
+        self.num_views = int(self.cfg["num_views"])
+        self.num_local = int(self.cfg["multicrop_local"])
         if self.num_views < 2:
             raise UserError(f"teacher.num_views = {self.num_views}: {self.name} needs at least 2 views per image")
 
@@ -79,7 +91,7 @@ class TeacherMethod(nn.Module):
         raise UserError(f"method {self.name} has no projector to label with")
 
     def views(self, image_size: int) -> MultiView:
-        return method_views(self.pipeline, image_size, self.num_views, self.num_local, int(self.cfg.get("local_size", 0)),
+        return method_views(self.pipeline, image_size, self.num_views, self.num_local, int(self.cfg["local_size"]),
                             **view_overrides(self.cfg))
 
     def forward(self, views: List[torch.Tensor], index: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:

@@ -7,6 +7,8 @@ from typing import List
 
 import torch
 
+from bssl.config import option
+
 from .base import METHODS, TeacherMethod, ema_update, frozen_copy
 from .heads import mlp
 from .losses import byol_regression, byol_tau, pairwise_views_loss
@@ -16,7 +18,12 @@ from .losses import byol_regression, byol_tau, pairwise_views_loss
 class BYOL(TeacherMethod):
     name = "byol"
     pipeline = "byol"
-    DEFAULTS = {"ema_momentum": 0.996, "proj_hidden": 4096, "proj_dim": 256, "pred_hidden": None}
+    OPTIONS = {
+        "ema_momentum": option(0.996, help="tau0 of the target EMA, raised to 1 on a cosine", min=0.0, max=1.0),
+        "proj_hidden": option(4096, min=1),
+        "proj_dim": option(256, min=1),
+        "pred_hidden": option(None, int, help="predictor hidden width; default proj_hidden", min=1),
+    }
 
     def __init__(self, backbone, cfg):
         super().__init__(backbone, cfg)

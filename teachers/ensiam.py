@@ -7,6 +7,7 @@ from typing import List
 
 import torch
 
+from bssl.config import option
 from bssl.errors import UserError
 
 from .base import METHODS
@@ -17,7 +18,7 @@ from .simsiam import SiameseBase
 @METHODS.register("ensiam")
 class EnSiam(SiameseBase):
     name = "ensiam"
-    DEFAULTS = {**SiameseBase.DEFAULTS, "num_views": 4}
+    OPTIONS = {**SiameseBase.OPTIONS, "num_views": option(4, help="K views per image", min=2)}
 
     def __init__(self, backbone, cfg):
         if int(cfg.get("num_views", 4)) < 2:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 import torch
 import torch.nn as nn
 
+from bssl.config import option
 from bssl.data.augment import method_views, view_overrides
 from bssl.errors import UserError
 
@@ -28,8 +29,32 @@ from .losses import fuzzy_labels, pseudo_label_error, soft_cross_entropy
 @METHODS.register("fussl")
 class FUSSL(TeacherMethod):
     name = "fussl"
-    DEFAULTS = {"fussl_base": "simsiam", "fussl_m": 3, "fussl_phase2_epochs": None, "fussl_soft_only": False,
-                "fussl_freeze": True, "fussl_last_stage": "layer4"}
+    OPTIONS = {
+        "fussl_base": option("simsiam", help="the base method of the ensemble blocks"),
+        "fussl_m": option(3, help="blocks in the ensemble", min=2),
+        "fussl_phase2_epochs": option(None, int, help="epochs of phase 2; default 20% of the epochs", min=1),
+        "fussl_soft_only": option(False, help="soft labels only (no majority hard labels)"),
+        "fussl_freeze": option(True, help="second half of phase 2 trains only the last stage and projector"),
+        "fussl_last_stage": option("layer4", help="the backbone child trained in the frozen part of phase 2"),
+    }
+
+    @classmethod
+    def option_keys(cls):
+        # a [teacher.fussl] table also tunes the base method, whichever it is
+        keys = {}
+        for name in METHODS.names():
+            if name != cls.name:
+                keys.update(METHODS.get(name).option_keys())
+        return {**keys, **cls.OPTIONS}
+
+    @classmethod
+    def check_config(cls, settings):
+        base = str(settings["fussl_base"])
+        if base == cls.name:
+            raise UserError("teacher.fussl_base = 'fussl': the base method must be a plain method (mocov2, byol, simsiam, ...)")
+        if base not in METHODS.names():
+            raise UserError(f"teacher.fussl_base = {base!r} is not a teacher method; known: {', '.join(METHODS.names())}")
+        cls.plan(settings.get("fussl_phase2_epochs"), int(settings["epochs"]), bool(settings["fussl_freeze"]))
 
     def __init__(self, backbone, cfg):
         nn.Module.__init__(self)  # the blocks own the backbones; no shared `self.backbone`
@@ -42,8 +67,8 @@ class FUSSL(TeacherMethod):
         if base_name == "fussl":
             raise UserError("teacher.fussl_base = 'fussl': the base method must be a plain method (mocov2, byol, simsiam, ...)")
         base_cls = METHODS.get(base_name)
-        base_cfg = {**COMMON_DEFAULTS, **base_cls.DEFAULTS}
-        base_cfg.update({k: v for k, v in c.items() if k in base_cls.DEFAULTS or k in COMMON_DEFAULTS})
+        base_cfg = {**COMMON_DEFAULTS, **base_cls.defaults()}
+        base_cfg.update({k: v for k, v in c.items() if k in base_cls.OPTIONS or k in COMMON_DEFAULTS})
         base_cfg.update({"num_views": 2, "multicrop_local": 0})
         first = base_cls(backbone, base_cfg)
         # identical initialisation: every block starts as a copy of the first
@@ -84,14 +109,21 @@ class FUSSL(TeacherMethod):
             groups.extend(block.param_groups())
         return groups
 
-    def phase_plan(self, total_epochs: int):
+    @staticmethod
+    def plan(phase2_epochs, total_epochs: int, freeze: bool):
         """(phase-1 epochs, phase-2 epochs with all layers, phase-2 epochs with the last stage only)."""
-        p2 = self.cfg.get("fussl_phase2_epochs")
-        p2 = max(1, round(0.2 * total_epochs)) if p2 is None else int(p2)
+        if total_epochs < 2:
+            raise UserError(f"teacher.epochs = {total_epochs}: FUSSL needs at least 2 epochs (phase 1 and phase 2); "
+                            "set teacher.epochs (or [teacher.fussl] epochs) to 2 or more")
+        p2 = max(1, round(0.2 * total_epochs)) if phase2_epochs is None else int(phase2_epochs)
         if not 0 < p2 < total_epochs:
-            raise UserError(f"teacher.fussl_phase2_epochs = {p2} must leave phase 1 at least one of the {total_epochs} epochs and be >= 1")
-        full = math.ceil(p2 / 2) if self.freeze else p2
+            raise UserError(f"teacher.fussl_phase2_epochs = {p2} must leave phase 1 at least one of the "
+                            f"{total_epochs} epochs and be >= 1")
+        full = math.ceil(p2 / 2) if freeze else p2
         return total_epochs - p2, full, p2 - full
+
+    def phase_plan(self, total_epochs: int):
+        return self.plan(self.cfg.get("fussl_phase2_epochs"), total_epochs, self.freeze)
 
     def schedule_starts(self, total_epochs: int) -> List[int]:
         # phase 2 is a training of its own on the pseudo-labels: on the tail of one cosine over all

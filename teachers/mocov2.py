@@ -7,6 +7,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from bssl.config import option
 from bssl.errors import UserError
 
 from .base import METHODS, TeacherMethod, ema_update, frozen_copy
@@ -19,8 +20,14 @@ from .losses import info_nce
 class MoCoV2(TeacherMethod):
     name = "mocov2"
     pipeline = "mocov2"
-    DEFAULTS = {"queue_size": 65536, "ema_momentum": 0.999, "temperature": 0.2, "proj_hidden": 2048,
-                "proj_dim": 128, "symmetric": False}
+    OPTIONS = {
+        "queue_size": option(65536, help="negatives kept in the queue", min=1),
+        "ema_momentum": option(0.999, help="momentum of the key encoder", min=0.0, max=1.0),
+        "temperature": option(0.2, min=0.0, min_exclusive=True),
+        "proj_hidden": option(2048, min=1),
+        "proj_dim": option(128, min=1),
+        "symmetric": option(False, help="symmetrised loss (both views as query)"),
+    }
 
     def __init__(self, backbone, cfg):
         super().__init__(backbone, cfg)

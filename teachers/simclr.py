@@ -13,6 +13,8 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from bssl.config import option
+
 from .base import METHODS, TeacherMethod
 from .distributed import gather
 from .heads import mlp
@@ -23,7 +25,11 @@ from .losses import nt_xent
 class SimCLR(TeacherMethod):
     name = "simclr"
     pipeline = "mocov2"  # crop, colour jitter, grey, blur, flip: SimCLR's own augmentations
-    DEFAULTS = {"temperature": 0.2, "proj_hidden": 2048, "proj_dim": 128}
+    OPTIONS = {
+        "temperature": option(0.2, min=0.0, min_exclusive=True),
+        "proj_hidden": option(2048, min=1),
+        "proj_dim": option(128, min=1),
+    }
 
     def __init__(self, backbone, cfg):
         super().__init__(backbone, cfg)

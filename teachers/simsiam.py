@@ -7,6 +7,8 @@ from typing import List
 
 import torch
 
+from bssl.config import option
+
 from .base import METHODS, TeacherMethod
 from .heads import mlp
 from .losses import negative_cosine, pairwise_views_loss
@@ -14,7 +16,12 @@ from .losses import negative_cosine, pairwise_views_loss
 
 class SiameseBase(TeacherMethod):
     pipeline = "simsiam"
-    DEFAULTS = {"proj_hidden": 2048, "proj_dim": 2048, "pred_hidden": None, "fix_pred_lr": True}
+    OPTIONS = {
+        "proj_hidden": option(2048, min=1),
+        "proj_dim": option(2048, min=1),
+        "pred_hidden": option(None, int, help="predictor bottleneck; default proj_dim / 4", min=1),
+        "fix_pred_lr": option(True, help="the predictor keeps its lr (no cosine decay)"),
+    }
 
     def __init__(self, backbone, cfg):
         super().__init__(backbone, cfg)
@@ -34,7 +41,7 @@ class SiameseBase(TeacherMethod):
         pred = [p for p in self.predictor.parameters() if p.requires_grad]
         pred_ids = {id(p) for p in pred}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in pred_ids]
-        return [{"params": rest}, {"params": pred, "fix_lr": bool(self.cfg.get("fix_pred_lr", True))}]
+        return [{"params": rest}, {"params": pred, "fix_lr": self.cfg["fix_pred_lr"]}]
 
     def _project(self, views):
         zs = [self.embed(v) for v in views]

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from bssl.config import teacher_settings
 from bssl.data import dataset_from_config
 from bssl.data.augment import eval_transform
 from bssl.errors import UserError
@@ -25,14 +26,11 @@ from bssl.utils import JsonlLogger, load_checkpoint, pick_device, save_checkpoin
 
 from . import distributed as D
 from .backbone import build_backbone, resolve_small_stem
-from .base import METHODS, method_config, method_table, with_method_table
+from .base import METHODS, method_config, method_table
 from .monitor import extract_features, knn_accuracy
 
 CHECKPOINT_NAME = "teacher.pt"
 LOG_NAME = "teacher_log.jsonl"
-TRAINER_DEFAULTS = {"method": "mocov2", "arch": "resnet18", "small_stem": "auto", "epochs": 10, "batch_size": 128,
-                    "lr": 0.06, "weight_decay": 5e-4, "momentum": 0.9, "optimizer": "sgd", "warmup_epochs": 0,
-                    "knn_every": 5, "knn_k": 200, "knn_t": 0.07}
 
 
 class _Indexed(Dataset):
@@ -49,18 +47,10 @@ class _Indexed(Dataset):
         return self.transform(img), i, label
 
 
-def teacher_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Trainer defaults < [teacher] < the [teacher.<method>] table of the chosen method, so a preset
-    can give one method its own schedule (epochs, lr, batch size) as well as its own options."""
-    section = cfg.get("teacher", {})
-    method = str(section.get("method", TRAINER_DEFAULTS["method"]))
-    return {**TRAINER_DEFAULTS, **with_method_table(section, method), "method": method}
-
-
 def build_method(cfg: Dict[str, Any]):
     """The configured method (backbone + heads) on CPU, plus its resolved settings."""
     t = teacher_settings(cfg)
-    image_size = int(cfg.get("data", {}).get("image_size", 32))
+    image_size = int(cfg["data"]["image_size"])
     small_stem = resolve_small_stem(t["small_stem"], image_size)
     mcfg = method_config(str(t["method"]), t)
     backbone = build_backbone(str(t["arch"]), small_stem=small_stem)
@@ -107,8 +97,15 @@ _RESUMABLE_CHANGES = ("epochs", "knn_every")
 
 
 def _compatible(saved: Dict[str, Any], cfg: Dict[str, Any]) -> Optional[str]:
-    strip = lambda d: {k: v for k, v in (d or {}).items() if k not in _RESUMABLE_CHANGES}
-    if strip(saved.get("teacher")) != strip(cfg.get("teacher")):
+    """The config section that differs from the checkpoint's, comparing what the method runs with."""
+    def settings(c):
+        try:
+            s = teacher_settings(c)
+        except UserError:  # a checkpoint of a method or key this version no longer has
+            return None
+        return {k: v for k, v in s.items() if k not in _RESUMABLE_CHANGES}
+
+    if settings(saved) != settings(cfg):
         return "teacher"
     if saved.get("data") != cfg.get("data"):
         return "data"
@@ -128,23 +125,19 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     """
     out_dir = Path(out_dir)
     t = teacher_settings(cfg)
-    run = cfg.get("run", {})
-    seed = int(run.get("seed", 0))
-    device = pick_device(str(run.get("device", "auto")))
+    seed = int(cfg["run"]["seed"])
+    device = pick_device(str(cfg["run"]["device"]))
     distributed = D.init_from_env(device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     rank, world = D.rank(), D.world_size()
     main = rank == 0
-    table = method_table(cfg.get("teacher", {}), str(t["method"]))
+    table = method_table(cfg["teacher"], str(t["method"]))
     if main and table:
-        # a flat --set teacher.epochs=N does not reach past the method's table: say so
         tqdm.write(f"[teacher] [teacher.{t['method']}] sets " + ", ".join(f"{k}={v}" for k, v in table.items())
-                   + f" (change with --set teacher.{t['method']}.KEY=VALUE)")
+                   + " (a later --set teacher.KEY=VALUE overrides it)")
 
     epochs = int(t["epochs"])
-    if epochs < 1:
-        raise UserError(f"teacher.epochs = {epochs}: train at least one epoch")
     global_batch = int(t["batch_size"])
     if global_batch % world:
         raise UserError(f"teacher.batch_size = {global_batch} does not split over {world} processes; use a multiple of {world}")
@@ -158,14 +151,14 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
 
     train_set = dataset_from_config(cfg, "train")
     test_set = dataset_from_config(cfg, "heldout")  # val/ of an image folder, else its test/ or a seeded split
-    num_classes = int(getattr(train_set, "num_classes", cfg.get("data", {}).get("num_classes", 10)))
+    num_classes = int(getattr(train_set, "num_classes", cfg["data"]["num_classes"]))
     steps_per_epoch = len(train_set) // global_batch
     if steps_per_epoch < 1:
         raise UserError(f"teacher.batch_size = {global_batch} is larger than the {len(train_set)} training images; lower it")
     total_steps = epochs * steps_per_epoch
     warmup = int(float(t["warmup_epochs"]) * steps_per_epoch)
     schedule_starts = method.schedule_starts(epochs)
-    workers = int(cfg.get("data", {}).get("workers", 0))
+    workers = int(cfg["data"]["workers"])
     plain = eval_transform(info["image_size"])
     eval_bs = max(global_batch, 256)
 

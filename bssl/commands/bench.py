@@ -62,47 +62,47 @@ def _floats(text, what):
 def run(args: argparse.Namespace) -> int:
     from .. import bench
 
-    cfg = config_from_args(args).get("bench", {})
+    cfg = config_from_args(args)["bench"]
     if args.list_backends:
         for name in bench.backend_names():
             b = bench.get_backend(name)
             why = b.availability()
             print(f"{name:18s} {b.description:40s} {'available' if why is None else 'unavailable: ' + why}")
         return 0
-    threads = args.threads if args.threads is not None else int(cfg.get("threads", 1))
-    input_size = args.input_size if args.input_size is not None else int(cfg.get("input_size", 224))
-    runs = args.runs if args.runs is not None else int(cfg.get("runs", 30))
-    warmup = args.warmup if args.warmup is not None else int(cfg.get("warmup", 5))
-    batch = args.batch or int(cfg.get("batch", 8))
+    threads = args.threads if args.threads is not None else int(cfg["threads"])
+    input_size = args.input_size if args.input_size is not None else int(cfg["input_size"])
+    runs = args.runs if args.runs is not None else int(cfg["runs"])
+    warmup = args.warmup if args.warmup is not None else int(cfg["warmup"])
+    batch = args.batch or int(cfg["batch"])
     out = Path(args.out)
     if args.models[0] == "layers":
         return _layers(args, threads, runs, input_size, out)
     if args.models[0] == "scaling":
         from ..bench.scaling import run_scaling, scaling_markdown
 
-        sizes = [int(x) for x in _floats(args.sizes, "sizes")] if args.sizes else cfg.get("scaling_sizes")
-        widths = _floats(args.widths, "widths") if args.widths else cfg.get("scaling_widths")
-        backends = _split(args.backends) or cfg.get("scaling_backends", ["torch"])
+        sizes = [int(x) for x in _floats(args.sizes, "sizes")] if args.sizes else cfg["scaling_sizes"]
+        widths = _floats(args.widths, "widths") if args.widths else cfg["scaling_widths"]
+        backends = _split(args.backends) or cfg["scaling_backends"]
         rep = run_scaling(args.models[1] if len(args.models) > 1 else "reactnet-a", backends=backends,
                           sizes=sizes, widths=widths, threads=threads, runs=runs, warmup=warmup, out_dir=out,
                           report_path=args.report)
         print(scaling_markdown(rep))
         return 0
     explicit = _split(args.backends)
-    backends = explicit or list(cfg.get("backends", bench.DEFAULT_BACKENDS))
+    backends = explicit or list(cfg["backends"])
     options = {}
     if args.rpc or args.tracker:
         if args.tracker and not args.key:
             raise UserError("--tracker needs --key naming the device kind registered at the tracker")
         options["tvm-rpc"] = {"rpc": args.rpc, "tracker": args.tracker, "key": args.key,
-                              "target": args.rpc_target or cfg.get("rpc_target", "aarch64"),
-                              "timeout_s": float(cfg.get("rpc_timeout_s", 10))}
+                              "target": args.rpc_target or cfg["rpc_target"],
+                              "timeout_s": float(cfg["rpc_timeout_s"])}
         if "tvm-rpc" not in backends:
             backends.append("tvm-rpc")
     accuracy = bench.load_accuracy(args.accuracy_report) if args.accuracy_report else None
     report = bench.run_benchmarks(args.models, backends, threads=threads, input_size=input_size, runs=runs,
                                   warmup=warmup, out_dir=out, batch_sizes=(1, batch), strict=bool(explicit),
-                                  memory=not args.no_memory, budget_s=float(cfg.get("budget_s", 60)),
+                                  memory=not args.no_memory, budget_s=float(cfg["budget_s"]),
                                   backend_options=options)
     files = bench.write_reports(report, out, json_path=args.report, accuracy=accuracy)
     print(bench.markdown_table(report))

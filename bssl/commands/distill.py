@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..utils import write_json
 
-    cfg = config_from_args(args)
-    method = args.method or str(cfg.get("distill", {}).get("method", "bssl"))
+    cfg = config_from_args(args, {"distill.method": args.method})
+    method = cfg["distill"]["method"]
     out = args.out or Path("runs") / f"distill-{method}"
     if args.init is not None and args.stage != 2:
         raise UserError("--init starts stage 2 from a stage-1 checkpoint; pass it together with --stage 2")

@@ -43,23 +43,23 @@ def run(args: argparse.Namespace) -> int:
     from ..export import FORMATS, export_model
     from ..utils import write_json
 
-    cfg = config_from_args(args).get("export", {})
-    formats = _split(args.formats) or list(cfg.get("formats", ["onnx"]))
+    cfg = config_from_args(args)["export"]
+    formats = _split(args.formats) or list(cfg["formats"])
     if "all" in formats:
         formats = list(FORMATS.names())
     for fmt in formats:
         FORMATS.get(fmt)  # UserError on unknown names before any work
-    targets = _split(args.targets) or list(cfg.get("tvm_targets", ["x86-64"]))
+    targets = _split(args.targets) or list(cfg["tvm_targets"])
     if args.targets and "tvm" not in formats:
         raise UserError("--target applies to --format tvm; add --format tvm or drop --target")
     out = args.out or Path(args.checkpoint).resolve().parent / "exports"
-    check = args.check_samples if args.check_samples is not None else int(cfg.get("check_samples", 8))
+    check = args.check_samples if args.check_samples is not None else int(cfg["check_samples"])
     results = []
     for fmt in formats:
         for target in (targets if fmt == "tvm" else [None]):
             opts = {"check_samples": check}
             if fmt == "tvm":
-                opts["batch"] = args.batch or int(cfg.get("batch", 1))
+                opts["batch"] = args.batch or int(cfg["batch"])
             if fmt == "lce" and args.larq_python:
                 opts["larq_python"] = args.larq_python
             res = export_model(args.checkpoint, fmt, out, target=target, **opts)

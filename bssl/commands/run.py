@@ -26,10 +26,6 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import run_pipeline
 
     cfg = config_from_args(args)
-    if args.dataset:
-        cfg["data"]["dataset"] = args.dataset
-    if args.data_root:
-        cfg["data"]["root"] = str(args.data_root)
     out = args.out or Path("runs") / cfg["preset"]["name"]
     report = run_pipeline(cfg, out, resume=args.resume, force=args.force, teacher=args.teacher)
     print((Path(out) / "report.md").read_text())

@@ -29,19 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..teachers import METHODS, train_teacher
+    from ..teachers import train_teacher
     from ..teachers.train import CHECKPOINT_NAME, LOG_NAME
     from ..utils import write_json
 
-    cfg = config_from_args(args)
-    if args.method:
-        cfg.setdefault("teacher", {})["method"] = args.method
-    if args.dataset:
-        cfg["data"]["dataset"] = args.dataset
-    if args.data_root:
-        cfg["data"]["root"] = str(args.data_root)
-    method = cfg.get("teacher", {}).get("method", "mocov2")
-    METHODS.get(method)  # unknown method: one clear line before any work
+    cfg = config_from_args(args, {"teacher.method": args.method})
+    method = cfg["teacher"]["method"]
     out = args.out or Path("runs") / cfg["preset"]["name"] / f"teacher-{method}"
     ckpt = out / CHECKPOINT_NAME
     main = int(os.environ.get("RANK", "0")) == 0

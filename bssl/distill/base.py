@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
+from ..config import Key, defaults, option
 from ..registry import Registry
 
 METHODS: Registry[type] = Registry("distillation method")
@@ -27,16 +28,21 @@ class DistillMethod(nn.Module):
     num_views: int = 2
     #: augmentation pipeline of bssl.data.augment (BURN uses BYOL's asymmetric views)
     pipeline: str = "byol"
+    #: the method's own [distill] keys with their defaults, validated by bssl.config
+    OPTIONS: Dict[str, Key] = {
+        "num_pseudo_classes": option(2000, help="outputs of the classifiers g and l (BURN: 2000 pseudo-classes)", min=1),
+    }
 
     def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
         """`teacher_info` is load_teacher's info (feature_dim, path, ...); empty without a teacher."""
         super().__init__()
-        self.dcfg = dcfg
+        # the declared defaults under whatever subset of [distill] the caller passes (tests, notebooks)
+        self.dcfg = {**defaults(type(self).OPTIONS), **dcfg}
 
     @classmethod
     def student_num_classes(cls, dcfg: Dict[str, Any], num_labels: int) -> int:
         """Output size of the student's classifier l for this method."""
-        return int(dcfg.get("num_pseudo_classes", 2000))
+        return int(dcfg.get("num_pseudo_classes", cls.OPTIONS["num_pseudo_classes"].default))
 
     def loss(self, student: nn.Module, teacher: Optional[nn.Module], views: List[torch.Tensor],
              labels: Optional[torch.Tensor], step: int, total_steps: int) -> Dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from ..config import option
 from ..errors import UserError
 from .base import METHODS, DistillMethod, student_forward, teacher_features
 from .heads import FeatureProjector, JointClassifier
@@ -28,27 +29,45 @@ class BSSL(DistillMethod):
     jointly trained g otherwise collapses onto the student and the KL term vanishes; 0 turns it off).
     """
 
+    OPTIONS = {
+        **DistillMethod.OPTIONS,
+        "temperature": option(0.2, help="T of both softmaxes (the released code's 0.2)", min=0.0, min_exclusive=True),
+        "feature_similarity": option("cosine", help="L_FS: cosine, l1, l2, or none (ablation row 1)",
+                                     choices=("cosine", "l1", "l2", "none")),
+        "lambda_schedule": option("cosine", help="lambda(t): constant (lambda_end), step or cosine",
+                                  choices=("constant", "step", "cosine")),
+        "lambda_start": option(0.9, help="lambda_0, weight of L_FS at the start", min=0.0, max=1.0),
+        "lambda_end": option(0.7, help="lambda_T, weight of L_FS at the end", min=0.0, max=1.0),
+        "fs_target": option("features", help="L_FS between projected k(x) and h(x) (features) or l(k(x)) and g(h(x)) (head)",
+                            choices=FS_TARGETS),
+        "fs_center": option(True, help="centre h(x) by its batch mean before L_FS on features"),
+        "classifier_hidden": option(2048, help="hidden width of the classifier g", min=1),
+        "train_classifier": option(True, help="train g jointly (false: the released code's frozen g)"),
+        "classifier_reg_weight": option(1.0, help="weight of the infomax term that keeps a trained g from collapsing",
+                                        min=0.0),
+    }
+
     def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
         super().__init__(student, teacher_info, dcfg, num_labels)
         teacher_dim = int(teacher_info["feature_dim"])
-        self.temperature = float(dcfg.get("temperature", 0.2))
-        self.fs = str(dcfg.get("feature_similarity", "cosine"))
+        self.temperature = float(self.dcfg["temperature"])
+        self.fs = str(self.dcfg["feature_similarity"])
         if self.fs == "none":
             self.fs = None
-        self.schedule = str(dcfg.get("lambda_schedule", "cosine"))
-        self.lambda_start = float(dcfg.get("lambda_start", 0.9))
-        self.lambda_end = float(dcfg.get("lambda_end", 0.7))
-        self.fs_target = str(dcfg.get("fs_target", "features"))
-        self.fs_center = bool(dcfg.get("fs_center", True))
+        self.schedule = str(self.dcfg["lambda_schedule"])
+        self.lambda_start = float(self.dcfg["lambda_start"])
+        self.lambda_end = float(self.dcfg["lambda_end"])
+        self.fs_target = str(self.dcfg["fs_target"])
+        self.fs_center = bool(self.dcfg["fs_center"])
         if self.fs_target not in FS_TARGETS:
             raise UserError(f"distill.fs_target={self.fs_target!r} is unknown; use one of {', '.join(FS_TARGETS)}")
         lambda_at(0, 1, self.schedule)  # validates the schedule name early
-        self.classifier = JointClassifier(teacher_dim, self.student_num_classes(dcfg, num_labels),
-                                          int(dcfg.get("classifier_hidden", 2048)))
-        self.train_classifier = bool(dcfg.get("train_classifier", True))
+        self.classifier = JointClassifier(teacher_dim, self.student_num_classes(self.dcfg, num_labels),
+                                          int(self.dcfg["classifier_hidden"]))
+        self.train_classifier = bool(self.dcfg["train_classifier"])
         if not self.train_classifier:
             self.classifier.requires_grad_(False)
-        self.reg_weight = float(dcfg.get("classifier_reg_weight", 1.0)) if self.train_classifier else 0.0
+        self.reg_weight = float(self.dcfg["classifier_reg_weight"]) if self.train_classifier else 0.0
         if self.fs is not None and self.fs_target == "features":
             self.projector = FeatureProjector(student.feature_dim, teacher_dim)
 

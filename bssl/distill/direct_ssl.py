@@ -12,6 +12,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+from ..config import option
 from .base import METHODS, DistillMethod
 
 
@@ -30,6 +31,16 @@ class StudentTrunk(nn.Module):
 class _DirectSSL(DistillMethod):
     needs_teacher = False
     ssl_name = ""
+    # unset: the [teacher] section's value (the run's tuned SSL setting), then the method's default
+    OPTIONS = {
+        **DistillMethod.OPTIONS,
+        "queue_size": option(None, int, help="MoCo queue of a direct baseline; default [teacher]'s", min=1),
+        "ema_momentum": option(None, float, help="EMA momentum of a direct baseline; default [teacher]'s",
+                               min=0.0, max=1.0),
+        "proj_hidden": option(None, int, help="projector width of a direct baseline; default [teacher]'s", min=1),
+        "proj_dim": option(None, int, help="projection size of a direct baseline; default [teacher]'s", min=1),
+        "pred_hidden": option(None, int, help="predictor width of a direct baseline; default [teacher]'s", min=1),
+    }
 
     def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
         super().__init__(student, teacher_info, dcfg, num_labels)
@@ -39,8 +50,8 @@ class _DirectSSL(DistillMethod):
         # then [distill] keys of the same names, then a [distill.<name>] table
         keys = ("queue_size", "ema_momentum", "temperature", "proj_hidden", "proj_dim", "pred_hidden")
         tsec = dict(teacher_info.get("ssl_config", {}))
-        opts = {k: tsec[k] for k in keys if k in tsec}
-        opts.update({k: dcfg[k] for k in keys if k in dcfg and k != "temperature"})
+        opts = {k: tsec[k] for k in keys if tsec.get(k) is not None}
+        opts.update({k: dcfg[k] for k in keys if dcfg.get(k) is not None and k != "temperature"})
         opts.update(dcfg.get(self.ssl_name, {}) if isinstance(dcfg.get(self.ssl_name), dict) else {})
         self.ssl = SSL_METHODS.get(self.ssl_name)(StudentTrunk(student), method_config(self.ssl_name, opts))
 

@@ -58,9 +58,12 @@ def _split_decay(modules: Iterable[nn.Module]):
 
 def build_optimizer(modules: Iterable[nn.Module], dcfg: Dict[str, Any]) -> torch.optim.Optimizer:
     """Optimiser over the trainable parameters of `modules`; 1-d parameters (BN, biases) get no decay."""
-    name = str(dcfg.get("optimizer", "adam")).lower()
-    lr = float(dcfg.get("lr", 3e-4))
-    wd = float(dcfg.get("weight_decay", 0.0))
+    from ..config import DISTILL, defaults
+
+    dcfg = {**defaults(DISTILL), **dcfg}
+    name = str(dcfg["optimizer"]).lower()
+    lr = float(dcfg["lr"])
+    wd = float(dcfg["weight_decay"])
     decay, no_decay = _split_decay(modules)
     if name in ("adam", "adamw"):
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
@@ -68,9 +71,9 @@ def build_optimizer(modules: Iterable[nn.Module], dcfg: Dict[str, Any]) -> torch
         return cls(groups, lr=lr)
     if name == "sgd":
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.SGD(groups, lr=lr, momentum=float(dcfg.get("momentum", 0.9)))
+        return torch.optim.SGD(groups, lr=lr, momentum=float(dcfg["momentum"]))
     if name == "lars":
         groups = [{"params": decay}, {"params": no_decay, "lars_exclude": True, "weight_decay": 0.0}]
-        return LARS(groups, lr=lr, momentum=float(dcfg.get("momentum", 0.9)), weight_decay=wd,
-                    eta=float(dcfg.get("lars_eta", 0.001)))
+        return LARS(groups, lr=lr, momentum=float(dcfg["momentum"]), weight_decay=wd,
+                    eta=float(dcfg["lars_eta"]))
     raise UserError(f"distill.optimizer={name!r} is unknown; use adam, adamw, sgd or lars")

@@ -12,6 +12,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+from ..config import option
 from ..errors import UserError
 from .base import METHODS, DistillMethod, teacher_features
 from .heads import MLPHead
@@ -37,6 +38,12 @@ def rebuild_sequential(state: Dict[str, torch.Tensor]) -> nn.Sequential:
 
 @METHODS.register("s2bnn")
 class S2BNN(DistillMethod):
+    OPTIONS = {
+        **DistillMethod.OPTIONS,
+        "classifier_hidden": option(2048, help="hidden width of the student's MLP head", min=1),
+        "temperature": option(0.2, help="T of the KL to the teacher's SSL head", min=0.0, min_exclusive=True),
+    }
+
     def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
         super().__init__(student, teacher_info, dcfg, num_labels)
         from bssl.teachers import load_teacher_heads
@@ -51,8 +58,8 @@ class S2BNN(DistillMethod):
         # kept outside the module tree: frozen, in eval mode, never in the optimiser or state
         self._teacher_head = [head.eval()]
         out_dim = [m for m in head if isinstance(m, nn.Linear)][-1].out_features
-        self.head = MLPHead(int(student.feature_dim), out_dim, int(dcfg.get("classifier_hidden", 2048)))
-        self.temperature = float(dcfg.get("temperature", 0.2))
+        self.head = MLPHead(int(student.feature_dim), out_dim, int(self.dcfg["classifier_hidden"]))
+        self.temperature = float(self.dcfg["temperature"])
 
     def _apply(self, fn, *args, **kwargs):
         self._teacher_head[0]._apply(fn, *args, **kwargs)

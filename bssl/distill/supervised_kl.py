@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import option
 from .base import METHODS, DistillMethod, student_forward, teacher_features
 from .losses import kl_distill
 
@@ -20,6 +21,8 @@ from .losses import kl_distill
 @METHODS.register("supervised-kl")
 class SupervisedKL(DistillMethod):
     needs_labels = True
+    OPTIONS = {"supervised_temperature": option(1.0, help="T of the KL to the supervised teacher head",
+                                                min=0.0, min_exclusive=True)}
 
     @classmethod
     def student_num_classes(cls, dcfg: Dict[str, Any], num_labels: int) -> int:
@@ -28,7 +31,7 @@ class SupervisedKL(DistillMethod):
     def __init__(self, student: nn.Module, teacher_info: Dict[str, Any], dcfg: Dict[str, Any], num_labels: int = 0):
         super().__init__(student, teacher_info, dcfg, num_labels)
         self.classifier = nn.Linear(int(teacher_info["feature_dim"]), int(num_labels))
-        self.temperature = float(dcfg.get("supervised_temperature", 1.0))
+        self.temperature = float(self.dcfg["supervised_temperature"])
 
     def loss(self, student, teacher, views, labels, step, total_steps):
         h = teacher_features(teacher, views)

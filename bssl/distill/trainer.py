@@ -54,7 +54,7 @@ def load_frozen_teacher(path, cfg: Dict[str, Any]) -> Tuple[nn.Module, Dict[str,
         raise UserError(f"teacher checkpoint {path} does not load ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); pass a bssl teacher checkpoint") from None
     info = dict(info or {})
-    size = int(cfg.get("data", {}).get("image_size", 32))
+    size = int(cfg["data"]["image_size"])
     t_size = info.get("image_size", info.get("input_size"))
     if t_size is not None and int(t_size) != size:
         raise UserError(f"teacher {path} was trained on {int(t_size)} px images but data.image_size is {size}; "
@@ -86,16 +86,15 @@ def grad_norm(params) -> float:
 def build_student(cfg: Dict[str, Any], num_classes: int, stage: int) -> nn.Module:
     from bssl.models import build_model
 
-    d = cfg.get("distill", {})
-    return build_model(d.get("student", "reactnet-a"), num_classes=num_classes,
-                       input_size=int(cfg.get("data", {}).get("image_size", 32)), width=d.get("width", 1.0),
-                       stem=d.get("stem", "auto"), stage=stage, pad_value=float(d.get("pad_value", 1.0)))
+    d = cfg["distill"]
+    return build_model(d["student"], num_classes=num_classes, input_size=int(cfg["data"]["image_size"]),
+                       width=d["width"], stem=d["stem"], stage=stage, pad_value=float(d["pad_value"]))
 
 
 def stage_plan(dcfg: Dict[str, Any], only_stage: Optional[int]) -> List[Tuple[int, int]]:
     """[(stage, epochs)] to run. stages=1 trains fully binary for the epochs of both stages."""
-    stages = int(dcfg.get("stages", 2))
-    e1, e2 = int(dcfg.get("epochs_stage1", 1)), int(dcfg.get("epochs_stage2", 1))
+    stages = int(dcfg["stages"])
+    e1, e2 = int(dcfg["epochs_stage1"]), int(dcfg["epochs_stage2"])
     if stages not in (1, 2):
         raise UserError(f"distill.stages must be 1 or 2, got {stages}")
     if e1 < 0 or e2 < 0 or e1 + e2 == 0:
@@ -149,17 +148,17 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
     """
     t0 = time.time()
     out_dir = Path(out_dir)
-    dcfg = dict(cfg.get("distill", {}))
-    method_name = method or str(dcfg.get("method", "bssl"))
+    dcfg = dict(cfg["distill"])
+    method_name = method or str(dcfg["method"])
     method_cls = METHODS.get(method_name)
     plan = stage_plan(dcfg, stage)
     # distill.seed varies the student's initialisation and data order while run.seed keeps the data fixed
-    seed = int(dcfg.get("seed", cfg.get("run", {}).get("seed", 0)))
-    device = pick_device(str(cfg.get("run", {}).get("device", "auto")))
+    seed = int(cfg["run"]["seed"] if dcfg["seed"] is None else dcfg["seed"])
+    device = pick_device(str(cfg["run"]["device"]))
 
     # validate every input before anything is written
     # direct SSL baselines take their method settings from the run's [teacher] section
-    teacher, tinfo = (None, {"ssl_config": dict(cfg.get("teacher", {}))})
+    teacher, tinfo = (None, {"ssl_config": dict(cfg["teacher"])})
     if method_cls.needs_teacher:
         if teacher_path is None:
             raise UserError(f"method {method_name!r} needs --teacher PATH")
@@ -176,12 +175,12 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
     from bssl.data import dataset_from_config
 
     dataset = dataset_from_config(cfg, "train", transform=distill_views(cfg, method_cls.num_views, method_cls.pipeline))
-    if len(dataset) < int(dcfg.get("batch_size", 128)):
+    if len(dataset) < int(dcfg["batch_size"]):
         raise UserError(f"the training set has {len(dataset)} images, fewer than distill.batch_size="
-                        f"{dcfg.get('batch_size')}; lower the batch size")
+                        f"{dcfg['batch_size']}; lower the batch size")
     num_labels = int(getattr(dataset, "num_classes", 0) or 0)
     if method_cls.needs_labels and (num_labels == 0 or getattr(dataset, "multilabel", False)):
-        raise UserError(f"method {method_name!r} needs a single-label dataset; {cfg['data'].get('dataset')} has none")
+        raise UserError(f"method {method_name!r} needs a single-label dataset; {cfg['data']['dataset']} has none")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -267,13 +266,13 @@ def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, t
     student.to(device)
     method.to(device)
     optimizer = build_optimizer([student, method], dcfg)
-    bs = int(dcfg.get("batch_size", 128))
+    bs = int(dcfg["batch_size"])
     steps_per_epoch = len(dataset) // bs
     total = max(steps_per_epoch * epochs, 1)
-    warm = int(round(float(dcfg.get("warmup_epochs", 0)) * steps_per_epoch))
+    warm = int(round(float(dcfg["warmup_epochs"]) * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, total, warm))
     log_every = max(1, total // 2000)
-    clip = float(dcfg.get("grad_clip", 0.0) or 0.0)
+    clip = float(dcfg["grad_clip"])
     params = [p for m in (student, method) for p in m.parameters() if p.requires_grad]
     groups = {k: list(v) for k, v in method.grad_groups(student).items()}
 
@@ -292,8 +291,8 @@ def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, t
         history, steps, start_epoch = list(ck["history"]), list(ck["steps"]), int(ck["epoch"]) + 1
         _set_rng_state(ck["rng"])
 
-    workers = int(cfg.get("data", {}).get("workers", 0))
-    seed = int(dcfg.get("seed", cfg.get("run", {}).get("seed", 0)))
+    workers = int(cfg["data"]["workers"])
+    seed = int(cfg["run"]["seed"] if dcfg["seed"] is None else dcfg["seed"])
     for epoch in range(start_epoch, epochs):
         gen = torch.Generator().manual_seed(seed * 100003 + 1000 * s + epoch)
         loader = DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
@@ -315,7 +314,7 @@ def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, t
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise UserError(f"the {method_name} loss became {loss.item()} at stage {s}, step {step}; "
-                                f"lower distill.lr (now {dcfg.get('lr')}) or set distill.grad_clip")
+                                f"lower distill.lr (now {dcfg['lr']}) or set distill.grad_clip")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norms = {f"grad_{k}": grad_norm(v) for k, v in groups.items()}

@@ -17,5 +17,5 @@ def distill_views(cfg: Dict[str, Any], num_views: int = 2, pipeline: str = "byol
     `distill.crop_min_scale`, `distill.hue` and `distill.blur` override the pipeline's paper values, as the
     teacher's keys of the same names do (see bssl.data.augment.method_views).
     """
-    size = int(cfg.get("data", {}).get("image_size", 32))
-    return method_views(pipeline, size, num_views, **view_overrides(cfg.get("distill", {})))
+    size = int(cfg["data"]["image_size"])
+    return method_views(pipeline, size, num_views, **view_overrides(cfg["distill"]))
