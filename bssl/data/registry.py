@@ -144,4 +144,20 @@ def dataset_from_config(cfg: dict, split: str = "train", transform=None, name: O
         return build_dataset(name, split=split, root=None, transform=transform, image_size=int(data.get("image_size", 32)))
     accepted = inspect.signature(DATASETS.get(name)).parameters
     opts = {k: v for k, v in (("holdout_fraction", fraction), ("seed", seed)) if k in accepted}
-    return build_dataset(name, split=split, root=root, transform=transform, **opts)
+    ds = build_dataset(name, split=split, root=root, transform=transform, **opts)
+    subset = int(data.get("train_subset", 0) or 0)
+    if split == "train" and 0 < subset < len(ds):
+        ds = train_subset(ds, subset, seed)
+    return ds
+
+
+def train_subset(ds: Dataset, n: int, seed: int) -> Dataset:
+    """`n` images of `ds`, the same share of every class, drawn with `seed` (data.train_subset)."""
+    from .subset import RowSubset, dataset_labels, stratified_rows
+
+    labels = dataset_labels(ds)
+    if labels is None:
+        raise UserError(f"data.train_subset needs a dataset that lists its labels; {type(ds).__name__} does not")
+    sub = RowSubset(ds, stratified_rows(labels, n, seed))
+    sub.subset = {"images": n, "of": len(ds), "seed": seed}
+    return sub
