@@ -11,7 +11,7 @@ from torch import nn
 
 from bssl.errors import UserError
 from bssl.eval import data_label, evaluate, format_comparison, format_table, svm_dataset
-from bssl.eval.context import eval_splits, stratified_rows
+from bssl.eval.context import stratified_rows
 from bssl.eval.features import Features
 from bssl.eval.fewshot import fewshot_protocol
 from bssl.eval.metrics import mean_average_precision, one_hot_labels
@@ -33,11 +33,11 @@ def tiny_net():
 
 
 def photo_folder(root, classes=("cat", "dog", "fish"), per_class=(6, 4)):
-    """root/{train,val}/<class>/*.png, each class a colour plus noise, so features separate a little."""
+    """root/{train,val}/<class>/*.png (no val/ when its count is 0), each class a colour plus noise."""
     rng = np.random.default_rng(0)
     colours = {"cat": (200, 60, 60), "dog": (60, 200, 60), "fish": (60, 60, 200)}
     for split, n in zip(("train", "val"), per_class):
-        for cls in classes:
+        for cls in classes if n else ():
             (root / split / cls).mkdir(parents=True)
             for i in range(n):
                 img = np.clip(np.array(colours[cls]) + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
@@ -130,13 +130,13 @@ def test_imagefolder_run_evaluates_svm_and_fewshot_on_its_own_photos(tmp_path):
     root = photo_folder(tmp_path / "photos")
     cfg = fast_cfg("imagefolder", str(root))
     res = evaluate(tiny_net(), cfg, ["knn", "svm", "fewshot"], tmp_path / "out")
-    tr, te = eval_splits("imagefolder")
     for name in ("knn", "svm", "fewshot"):
         r = res[name]
         assert np.isfinite(r["value"]) and 0 <= r["value"] <= 1, name
-        assert (r["dataset"], r["data_root"], r["train_split"], r["test_split"]) == ("imagefolder", str(root), tr, te)
+        # the held-out split is named by what it resolved to: the val/ folder
+        assert (r["dataset"], r["data_root"], r["train_split"], r["test_split"]) == ("imagefolder", str(root), "train", "val")
         assert (r["n_train"], r["n_test"]) == (18, 12)
-        assert r["source"].startswith(f"imagefolder {root}, {tr} → {te}") and "(18 / 12 images)" in r["source"]
+        assert r["source"] == f"imagefolder {root}, train → val/ (18 / 12 images)"
     assert set(res["svm"]["details"]["per_class_ap"]) == {"cat", "dog", "fish"}
     assert set(res["fewshot"]["details"]["per_k"]) == {"1", "2"}
     saved = json.loads((tmp_path / "out" / "eval.json").read_text())["results"]["svm"]
@@ -145,11 +145,18 @@ def test_imagefolder_run_evaluates_svm_and_fewshot_on_its_own_photos(tmp_path):
     assert f"| svm | {res['svm']['source']} | mAP (%) |" in md and f"data: {res['fewshot']['source']}" in md
 
 
+def test_folder_without_val_names_its_seeded_holdout(tmp_path):
+    root = photo_folder(tmp_path / "photos", per_class=(10, 0))
+    res = evaluate(tiny_net(), fast_cfg("imagefolder", str(root)), ["svm"], tmp_path / "out")["svm"]
+    assert (res["n_train"], res["n_test"]) == (27, 3) and np.isfinite(res["value"])
+    assert "train → held-out 10% of train/ (seed 0) (27 / 3 images)" in res["source"]
+
+
 def test_svm_cap_takes_a_seeded_stratified_subsample(tmp_path):
     root = photo_folder(tmp_path / "photos")
     cfg = fast_cfg("imagefolder", str(root), svm_max_train=9, svm_max_test=0)
     res = evaluate(tiny_net(), cfg, ["knn", "svm", "fewshot"], tmp_path / "out")
-    svm, tr = res["svm"], eval_splits("imagefolder")[0]
+    svm, tr = res["svm"], "train"
     assert (svm["n_train"], svm["n_test"]) == (9, 12) and res["knn"]["n_train"] == 18  # only the SVM set is capped
     assert svm["sampling"][tr] == {"method": "stratified", "used": 9, "available": 18, "seed": 0}
     assert "9 of 18 / 12 images" in svm["source"] and "stratified subsample (seed 0)" in svm["source"]

@@ -214,8 +214,8 @@ class EvalContext:
             return self._memo[memo_key]
         ds, opts = self.build(name, split, root, prefix, limit=limit)
         total = len(ds)
-        held = getattr(ds, "heldout", None)  # where a "heldout" split's images came from, when the data says
-        origin = {"heldout": held.get("description")} if isinstance(held, dict) and held.get("description") else {}
+        held = getattr(ds, "heldout", None)  # where a "heldout" split's images came from (bssl.data.heldout_split)
+        origin = {"heldout": dict(held)} if isinstance(held, dict) else {}
         if limit and "num_samples" in opts:  # embedded: only the first `limit` images were made
             base = self._options(name, split, root, prefix).get("num_samples")
             cut = base > total if base is not None else total >= limit
@@ -274,6 +274,7 @@ class EvalContext:
         count, or (count, sample dict); no `test` means the protocol used the train split only."""
         tr, te = eval_splits(name)
         (n_tr, s_tr), (n_te, s_te) = _used(train), _used(test)
+        te = ((s_te or {}).get("heldout") or {}).get("split", te)  # the split "heldout" resolved to: test, val, ...
         out: Dict[str, Any] = {"dataset": name, "data_root": str(root) if root else None, "train_split": tr,
                                "test_split": te if test is not None else None, "n_train": n_tr, "n_test": n_te,
                                "sampling": {tr: s_tr, **({te: s_te} if test is not None else {})}}
@@ -297,6 +298,16 @@ def _count(sample: Optional[dict], n: int) -> str:
     return f"{n:,}"
 
 
+def _split_text(split: str, sample: Optional[dict]) -> str:
+    """A held-out split as the user knows it: "test", "val/" (a folder), or the seeded share of train/."""
+    held = (sample or {}).get("heldout") or {}
+    if held.get("source") == "folder":
+        return f"{held['split']}/"
+    if held.get("source") == "seeded":
+        return f"held-out {held.get('fraction', 0):.0%} of train/ (seed {held.get('seed')})"
+    return split
+
+
 def describe_source(src: Dict[str, Any]) -> str:
     """One line, e.g. "imagefolder /data/photos, train → val (1,000 / 500 images)"."""
     where = src["dataset"] + (f" {src['data_root']}" if src.get("data_root") else "")
@@ -306,9 +317,7 @@ def describe_source(src: Dict[str, Any]) -> str:
     if te is None:
         text = f"{where}, {tr} ({n_tr} images)"
     else:
-        held = (sampling.get(te) or {}).get("heldout")
-        text = (f"{where}, {tr} → {te}{f' [{held}]' if held else ''} "
-                f"({n_tr} / {_count(sampling.get(te), src['n_test'])} images)")
+        text = f"{where}, {tr} → {_split_text(te, sampling.get(te))} ({n_tr} / {_count(sampling.get(te), src['n_test'])} images)"
     seeds = sorted({s["seed"] for s in sampling.values() if s and s.get("seed") is not None})
     how = [_SAMPLING_WORDS[m] for m in _SAMPLING_WORDS if any(s and s.get("method") == m for s in sampling.values())]
     if how:
