@@ -220,7 +220,11 @@ def test_non_image_files_are_named_and_counted_hidden_ones_skipped(tmp_path):
     for hidden in ("train/cat/.DS_Store", "train/dog/._0.png", "val/cat/.hidden"):
         (tmp_path / hidden).write_bytes(b"junk")
     (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
-    assert len(dataset_from_config(_cfg(tmp_path), "train")) == 6  # hidden files and folders: silently ignored
+    (tmp_path / "train" / "cat" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "train" / "cat" / ".ipynb_checkpoints" / "notes.txt").write_text("x")
+    (tmp_path / "train" / "cat" / "more").mkdir()  # nested folders count, as in torchvision's ImageFolder
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "cat" / "more" / "x.png")
+    assert len(dataset_from_config(_cfg(tmp_path), "train")) == 7  # hidden files and folders: silently ignored
     (tmp_path / "val" / "dog" / "notes.txt").write_text("x")
     (tmp_path / "val" / "fish" / "labels.csv").write_text("x")
     msg = _err(tmp_path, "train")  # the held-out folder is checked when train is built

@@ -152,9 +152,11 @@ def scan_split(name: str, folder: Path) -> FolderScan:
         raise UserError(f"{name}: {folder} has no class folders; expected {folder}/<class>/<image>.jpg")
     samples, not_images, empty = [], [], []
     for idx, cls in enumerate(classes):
-        count = 0
-        for dirpath, dirnames, filenames in sorted(os.walk(folder / cls, followlinks=True)):
-            dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        count, walked = 0, []
+        for dirpath, dirnames, filenames in os.walk(folder / cls, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not _hidden(d)]  # prunes the walk: needs the live generator
+            walked.append((dirpath, filenames))
+        for dirpath, filenames in sorted(walked):
             for fname in sorted(filenames):
                 if _hidden(fname):
                     continue
