@@ -1,6 +1,7 @@
 /* bssl native runtime: loader (with full bounds checks), memory planner and executor of
  * model.bssl files. The format is specified in docs/model-format.md; the binary convolutions run
  * on the kernels of bssl_kernels.h through their fused epilogue. */
+#define _POSIX_C_SOURCE 200809L
 #include "bssl_runtime.h"
 
 #include <math.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -93,6 +95,9 @@ struct bssl_model {
   const char *name;
   const char **classes;
   int32_t threads;
+  float *zeros; /* cin zeros: the taps of FP convs outside the input */
+  double *prof_ms; /* BSSL_RUNTIME_PROFILE=1: per-op thread CPU time, printed by bssl_model_free */
+  int64_t prof_runs;
 };
 
 /* ---- little-endian reads from a checked range ---- */
@@ -677,6 +682,10 @@ static int plan(bssl_model *m) {
   free(placed);
   if (total > ((int64_t)1 << 40)) return rt_fail(BSSL_RT_EFORMAT, "activation memory of %lld bytes is unreasonable", (long long)total);
   m->arena_bytes = total;
+  int32_t maxc = 1;
+  for (uint32_t i = 0; i < m->n_ops; i++)
+    if (m->ops[i].type == OP_CONV && (int32_t)m->ops[i].f[3] > maxc) maxc = (int32_t)m->ops[i].f[3];
+  if (!(m->zeros = (float *)calloc((size_t)maxc, sizeof(float)))) return rt_fail(BSSL_RT_ENOMEM, "out of memory (plan)");
   if (posix_memalign((void **)&m->arena, 64, (size_t)(total > 0 ? total : 64)))
     return rt_fail(BSSL_RT_ENOMEM, "cannot allocate %lld bytes of activation memory", (long long)total);
   return 0;
@@ -722,8 +731,28 @@ static int load_buffer(bssl_model *m) {
   return plan(m);
 }
 
+static void print_profile(const bssl_model *m) {
+  double total = 0;
+  for (uint32_t i = 0; i < m->n_ops; i++) total += m->prof_ms[i];
+  fprintf(stderr, "bssl runtime profile: %lld images, %.3f ms per image (thread CPU time)\n", (long long)m->prof_runs,
+          total / (double)(m->prof_runs ? m->prof_runs : 1));
+  for (uint32_t i = 0; i < m->n_ops; i++) {
+    const rop *op = &m->ops[i];
+    const rvalue *y = &m->values[op->f[2]];
+    fprintf(stderr, "  op %3u %-15s k%u s%u -> %4dx%-4dx%5d %s %8.4f ms\n", i, k_op_names[op->type],
+            op->type <= OP_MAXPOOL ? op->f[op->type <= OP_BCONV ? 5 : 3] : 0,
+            op->type <= OP_MAXPOOL ? op->f[op->type <= OP_BCONV ? 6 : 4] : 0, y->h, y->w, y->c,
+            op->type == OP_BCONV ? (m->packs[op->pk].fused ? "fused" : "pack ") : "     ",
+            m->prof_ms[i] / (double)(m->prof_runs ? m->prof_runs : 1));
+  }
+}
+
 void bssl_model_free(bssl_model *m) {
   if (!m) return;
+  if (m->prof_ms) {
+    if (m->prof_runs) print_profile(m);
+    free(m->prof_ms);
+  }
   if (m->ops)
     for (uint32_t i = 0; i < m->n_ops; i++) {
       free(m->ops[i].mul);
@@ -740,6 +769,7 @@ void bssl_model_free(bssl_model *m) {
   free(m->values);
   free(m->packs);
   free(m->arena);
+  free(m->zeros);
   free(m->mean);
   free(m->std);
   free(m->strings);
@@ -750,7 +780,10 @@ void bssl_model_free(bssl_model *m) {
 
 static int finish_load(bssl_model *m, bssl_model **out) {
   m->threads = 1;
-  const int rc = load_buffer(m);
+  int rc = load_buffer(m);
+  const char *prof = getenv("BSSL_RUNTIME_PROFILE");
+  if (!rc && prof && *prof && strcmp(prof, "0") != 0 && !(m->prof_ms = (double *)calloc(m->n_ops, sizeof(double))))
+    rc = rt_fail(BSSL_RT_ENOMEM, "out of memory (profile)");
   if (rc) {
     bssl_model_free(m);
     return rc;
@@ -854,6 +887,16 @@ typedef struct {
   const rop *op;
 } conv_job;
 
+/* 8 floats as one value: AVX2 registers in the avx2 clone, two SSE registers otherwise */
+typedef float v8f __attribute__((vector_size(32)));
+#define LD8(dst, p) memcpy(&(dst), (p), sizeof(v8f))
+
+#define CONV_PIX 4 /* output pixels of a row sharing each weight load */
+#define CONV_VB 4  /* 8-channel vectors per pass: 4 x 4 accumulators stay in registers */
+
+/* FP conv on NHWC, weights (k, k, cin/g, cout). Every output sums bias, then the taps in (ky, kx,
+ * ci) order, one multiply and one add per step; rows of taps outside the input are skipped and
+ * columns outside read zeros, the same for any grouping of pixels or threads. */
 FP_CLONES static void conv_rows(void *ctx, int64_t r0, int64_t r1) {
   const conv_job *jb = (const conv_job *)ctx;
   const bssl_model *m = jb->m;
@@ -866,35 +909,88 @@ FP_CLONES static void conv_rows(void *ctx, int64_t r0, int64_t r1) {
   const int32_t rc = f[11] == NONE ? 1 : m->values[f[11]].c;
   const float *bin = tf(m, f[12]), *slope = tf(m, f[13]), *bout = tf(m, f[14]);
   float *out = vptr(m, f[2]);
+  const float *zeros = m->zeros;
   for (int64_t oy = r0; oy < r1; oy++)
-    for (int32_t ox = 0; ox < y->w; ox++) {
-      const int64_t pix = oy * y->w + ox;
-      float *restrict o = out + pix * cout;
-      for (int32_t j = 0; j < cout; j++) o[j] = bias ? bias[j] : 0.0f;
-      for (int32_t ky = 0; ky < k; ky++) {
-        const int64_t iy = oy * s - p + ky;
-        if (iy < 0 || iy >= x->h) continue;
-        for (int32_t kx = 0; kx < k; kx++) {
-          const int64_t ix = (int64_t)ox * s - p + kx;
-          if (ix < 0 || ix >= x->w) continue;
-          const float *xp = in + (iy * x->w + ix) * cin;
-          const float *wt = W + ((int64_t)ky * k + kx) * cig * cout;
-          for (int32_t gi = 0; gi < g; gi++)
-            for (int32_t ci = 0; ci < cig; ci++) {
-              const float xv = xp[gi * cig + ci];
-              const float *restrict wr = wt + (int64_t)ci * cout + (int64_t)gi * cog;
-              float *restrict og = o + (int64_t)gi * cog;
-              for (int32_t j = 0; j < cog; j++) og[j] += xv * wr[j];
+    for (int32_t ox0 = 0; ox0 < y->w; ox0 += CONV_PIX) {
+      const int32_t np = y->w - ox0 < CONV_PIX ? y->w - ox0 : CONV_PIX;
+      float *o0 = out + (oy * y->w + ox0) * cout;
+      for (int32_t gi = 0; gi < g; gi++) {
+        int32_t j0 = 0;
+        for (; cog % 8 == 0 && j0 < cog; j0 += 8 * CONV_VB) {
+          const int32_t jc = gi * cog + j0, nb = (cog - j0) / 8 < CONV_VB ? (cog - j0) / 8 : CONV_VB;
+          v8f acc[CONV_PIX][CONV_VB];
+          for (int b = 0; b < CONV_VB; b++) {
+            v8f bv = {0};
+            if (bias && b < nb) LD8(bv, bias + jc + 8 * b);
+            for (int q = 0; q < CONV_PIX; q++) acc[q][b] = bv;
+          }
+          for (int32_t ky = 0; ky < k; ky++) {
+            const int64_t iy = oy * s - p + ky;
+            if (iy < 0 || iy >= x->h) continue;
+            for (int32_t kx = 0; kx < k; kx++) {
+              const float *xp[CONV_PIX];
+              for (int q = 0; q < CONV_PIX; q++) {
+                const int64_t ix = (int64_t)(ox0 + (q < np ? q : 0)) * s - p + kx;
+                xp[q] = (ix < 0 || ix >= x->w ? zeros : in + (iy * x->w + ix) * cin + gi * cig);
+              }
+              const float *wt = W + ((int64_t)ky * k + kx) * cig * cout + jc;
+              if (nb == CONV_VB) {
+                for (int32_t ci = 0; ci < cig; ci++) {
+                  v8f w0, w1, w2, w3;
+                  const float *wr = wt + (int64_t)ci * cout;
+                  LD8(w0, wr);
+                  LD8(w1, wr + 8);
+                  LD8(w2, wr + 16);
+                  LD8(w3, wr + 24);
+                  for (int q = 0; q < CONV_PIX; q++) {
+                    const float xv = xp[q][ci];
+                    acc[q][0] += xv * w0;
+                    acc[q][1] += xv * w1;
+                    acc[q][2] += xv * w2;
+                    acc[q][3] += xv * w3;
+                  }
+                }
+              } else {
+                for (int32_t ci = 0; ci < cig; ci++)
+                  for (int b = 0; b < nb; b++) {
+                    v8f wv;
+                    LD8(wv, wt + (int64_t)ci * cout + 8 * b);
+                    for (int q = 0; q < CONV_PIX; q++) acc[q][b] += xp[q][ci] * wv;
+                  }
+              }
             }
+          }
+          for (int q = 0; q < np; q++)
+            for (int b = 0; b < nb; b++) memcpy(o0 + (int64_t)q * cout + jc + 8 * b, &acc[q][b], sizeof(v8f));
         }
+        if (j0 < cog) /* channel counts that are not a multiple of 8: the same sums, one at a time */
+          for (int q = 0; q < np; q++) {
+            float *o = o0 + (int64_t)q * cout + gi * cog;
+            for (int32_t j = 0; j < cog; j++) o[j] = bias ? bias[gi * cog + j] : 0.0f;
+            for (int32_t ky = 0; ky < k; ky++) {
+              const int64_t iy = oy * s - p + ky;
+              if (iy < 0 || iy >= x->h) continue;
+              for (int32_t kx = 0; kx < k; kx++) {
+                const int64_t ix = (int64_t)(ox0 + q) * s - p + kx;
+                const float *xp = ix < 0 || ix >= x->w ? zeros : in + (iy * x->w + ix) * cin + gi * cig;
+                const float *wt = W + ((int64_t)ky * k + kx) * cig * cout + gi * cog;
+                for (int32_t ci = 0; ci < cig; ci++)
+                  for (int32_t j = 0; j < cog; j++) o[j] += xp[ci] * wt[(int64_t)ci * cout + j];
+              }
+            }
+          }
       }
-      for (int32_t j = 0; j < cout; j++) {
-        float v = o[j];
-        if (res) v += res[pix * rc + j % rc];
-        if (bin) v += bin[j];
-        if (slope && v < 0.0f) v = v * slope[j];
-        if (bout) v += bout[j];
-        o[j] = v;
+      for (int q = 0; q < np; q++) {
+        const int64_t pix = oy * y->w + ox0 + q;
+        float *o = out + pix * cout;
+        for (int32_t j = 0; j < cout; j++) {
+          float v = o[j];
+          if (res) v += res[pix * rc + j % rc];
+          if (bin) v += bin[j];
+          if (slope && v < 0.0f) v = v * slope[j];
+          if (bout) v += bout[j];
+          o[j] = v;
+        }
       }
     }
 }
@@ -1009,6 +1105,8 @@ int bssl_model_run(bssl_model *m, const float *x, int32_t n, float *logits, floa
       for (int64_t q = 0; q < (int64_t)h * w; q++) x0[q * c + ch] = xb[(int64_t)ch * h * w + q];
     for (uint32_t i = 0; i < m->n_ops; i++) {
       const rop *op = &m->ops[i];
+      struct timespec t0, t1;
+      if (m->prof_ms) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
       for (int z = 0; z < op->nzero; z++) memset(pptr(m, op->zero[z]), 0, (size_t)m->packs[op->zero[z]].bytes);
       switch (op->type) {
         case OP_BCONV: {
@@ -1027,7 +1125,12 @@ int bssl_model_run(bssl_model *m, const float *x, int32_t n, float *logits, floa
         case OP_LINEAR: run_linear(m, op); break;
         default: return rt_fail(BSSL_RT_EUNSUPPORTED, "op %u: unknown type %u", i, op->type);
       }
+      if (m->prof_ms) {
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+        m->prof_ms[i] += (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+      }
     }
+    if (m->prof_ms) m->prof_runs++;
     if (logits) memcpy(logits + (int64_t)b * m->num_classes, vptr(m, m->logits_value), (size_t)m->num_classes * 4);
     if (features)
       memcpy(features + (int64_t)b * m->feature_dim, vptr(m, m->features_value), (size_t)m->feature_dim * 4);
