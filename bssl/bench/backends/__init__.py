@@ -123,6 +123,7 @@ from . import torch_fp32 as _torch_fp32  # noqa: E402,F401
 from . import onnxruntime_fp32 as _ort_fp32  # noqa: E402,F401
 from . import onnxruntime_int8 as _ort_int8  # noqa: E402,F401
 from . import kernels as _kernels  # noqa: E402,F401
+from . import runtime as _runtime  # noqa: E402,F401
 from . import tvm as _tvm  # noqa: E402,F401
 from . import lce as _lce  # noqa: E402,F401
 from . import tvm_rpc as _tvm_rpc  # noqa: E402,F401
