@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_preset_arguments(p, default="cpu")
     p.add_argument("--dataset", default=None,
                    help="evaluate on this dataset instead of the preset's data.dataset (shapes, digits, imagefolder, "
-                        "cifar10, cifar100, stl10, voc2007, ...); SVM and few-shot use it too unless --voc-root is given")
+                        "cifar10, cifar100, stl10, voc2007, ...); SVM and few-shot use it too, except shapes-multilabel "
+                        "for shapes and VOC2007 with --voc-root (eval.svm_dataset forces one)")
     p.add_argument("--data-root", default=None, help="folder of the on-disk dataset given with --dataset")
     p.add_argument("--voc-root", default=None, metavar="DIR",
                    help="run SVM and few-shot SVM on PASCAL VOC2007 in DIR (the published VOC07 protocol); sets eval.voc_root")
