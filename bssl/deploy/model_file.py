@@ -155,9 +155,36 @@ def write_model_file(src, path, *, input_size: Optional[int] = None, class_names
             fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a normal file for whoever deploys it, not the temp file's 0600
     return {"format": "bssl", "path": str(path), "bytes": len(blob), "version": FORMAT_VERSION,
             "input_shape": list(graph.input_shape), "ops": len(graph.ops), "binary_convs": graph.count("bconv"),
             "float16": bool(float16), "model": graph.name}
+
+
+def export_bssl(model, path, *, check_samples: int = 8, seed: int = 0, input_size: Optional[int] = None,
+                float16: bool = False, class_names: Optional[Sequence[str]] = None, **_ignored) -> Dict[str, Any]:
+    """`bssl export --format bssl`: write model.bssl and, when the runtime library is built, compare
+    its logits with the PyTorch student on `check_samples` random inputs."""
+    info = write_model_file(model, path, input_size=input_size, float16=float16, class_names=class_names)
+    if check_samples > 0:
+        from .. import runtime
+
+        if not runtime.available():
+            info["equivalence_skipped"] = "libbssl_runtime is not built"
+            return info
+        import torch
+
+        from ..export.fold import compare, reference_outputs
+
+        c, h, w = info["input_shape"]
+        x = torch.randn(check_samples, c, h, w, generator=torch.Generator().manual_seed(seed))
+        ref, _ = reference_outputs(model, x)
+        with runtime.load(path) as m:
+            got, _ = m.run(x.numpy())
+        info["equivalence"] = {**compare(ref, got), "runtime": "bssl native runtime"}
+    return info
 
 
 def read_header(data: bytes) -> Dict[str, Any]:
@@ -180,4 +207,4 @@ def reseal(data: bytes) -> bytes:
     return body + struct.pack("<I", checksum(body))
 
 
-__all__ = ["write_model_file", "serialize", "read_header", "reseal", "checksum", "FORMAT_VERSION", "MAGIC"]
+__all__ = ["write_model_file", "export_bssl", "serialize", "read_header", "reseal", "checksum", "FORMAT_VERSION", "MAGIC"]
