@@ -1,4 +1,5 @@
-"""Export a binary student for deployment: ONNX (standard / packed), TVM libraries, LCE .tflite.
+"""Export a binary student for deployment: ONNX (standard / packed), TVM libraries, LCE .tflite,
+model.bssl for the native runtime.
 
     from bssl.export import export_model
     export_model("runs/x/student.pt", "tvm", "exports/", target="aarch64")
@@ -21,7 +22,7 @@ from . import ops  # registers the bssl::binary_conv2d torch op
 FORMATS: Registry = Registry("export format")
 
 # File or folder name of each format inside out_dir.
-OUTPUT_NAMES = {"onnx": "model.onnx", "onnx-packed": "model.packed.onnx", "lce": "model.tflite"}
+OUTPUT_NAMES = {"onnx": "model.onnx", "onnx-packed": "model.packed.onnx", "lce": "model.tflite", "bssl": "model.bssl"}
 
 
 def output_path(out_dir: Path, fmt: str, target: Optional[str] = None) -> Path:
@@ -58,6 +59,14 @@ def _lce(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
     from .lce import export_lce
 
     return export_lce(src, output_path(out_dir, "lce"), **opts)
+
+
+@FORMATS.register("bssl")
+def _bssl(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
+    """model.bssl for the native runtime and bssl-infer (docs/model-format.md)."""
+    from ..deploy.model_file import export_bssl
+
+    return export_bssl(src, output_path(out_dir, "bssl"), **opts)
 
 
 def export_model(checkpoint_or_model, fmt: str, out_dir, target: Optional[str] = None, **opts) -> Dict[str, Any]:
