@@ -11,13 +11,14 @@ from pathlib import Path
 from ..errors import UserError
 from . import add_preset_arguments, add_report_argument, config_from_args
 
-HELP = "export a student: onnx, onnx-packed (1-bit ai.bssl nodes), tvm (x86-64/aarch64/armv7 library), lce (.tflite)"
+HELP = ("export a student: onnx, onnx-packed (1-bit ai.bssl nodes), tvm (x86-64/aarch64/armv7 library), lce (.tflite), "
+        "bssl (model.bssl for the native runtime / bssl-infer)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="student checkpoint written by bssl distill")
     p.add_argument("--format", dest="formats", action="append", default=None, metavar="F",
-                   help="onnx, onnx-packed, tvm, lce or all; repeatable or comma-separated (default [export].formats)")
+                   help="onnx, onnx-packed, tvm, lce, bssl or all; repeatable or comma-separated (default [export].formats)")
     p.add_argument("--target", dest="targets", action="append", default=None, metavar="T",
                    help="tvm target: x86-64 (this CPU's ISA), x86-64-avx2, x86-64-avx512, aarch64, armv7; "
                         "repeatable (default [export].tvm_targets)")
