@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from bssl.data.subset import stratified_rows
 from bssl.errors import UserError
 from bssl.eval import data_label, evaluate, format_comparison, format_table, svm_dataset
-from bssl.eval.context import stratified_rows
 from bssl.eval.features import Features
 from bssl.eval.fewshot import fewshot_protocol
 from bssl.eval.metrics import mean_average_precision, one_hot_labels

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from ..data import DATASETS, build_dataset
+from ..data.subset import RowSubset, dataset_labels, stratified_rows  # the draw data.train_subset uses too
 from ..errors import UserError
 from .features import FeatureExtractor, Features, cached_features
 
@@ -67,68 +66,6 @@ def svm_dataset(cfg: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     if run_name in GENERATED:
         return "shapes-multilabel", None
     return run_name, run_root
-
-
-def dataset_labels(ds) -> Optional[np.ndarray]:
-    """Labels of a dataset without decoding its images (int (N,) or multi-hot (N, C)); None if it keeps none."""
-    for attr in ("targets", "labels"):
-        lab = getattr(ds, attr, None)
-        if lab is not None and len(lab) == len(ds):
-            return np.asarray(lab)
-    return None
-
-
-def stratified_rows(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Sorted indices of `n` rows drawn without replacement, seeded; single-label rows keep each class's
-    share (largest remainder, and at least one image of every class when n allows); multi-label rows
-    are drawn uniformly."""
-    labels = np.asarray(labels)
-    total = len(labels)
-    rng = np.random.default_rng([seed, total, n])
-    if n >= total:
-        return np.arange(total)
-    if labels.ndim != 1:
-        return np.sort(rng.choice(total, size=n, replace=False))
-    classes, counts = np.unique(labels, return_counts=True)
-    share = counts * n / total
-    take = np.floor(share).astype(np.int64)
-    order = np.argsort(-(share - take), kind="stable")
-    take[order[:n - int(take.sum())]] += 1
-    if n >= len(classes):  # every class keeps a positive for its one-vs-rest SVM
-        for c in np.flatnonzero(take == 0):
-            donor = int(np.argmax(take))
-            take[donor] -= 1
-            take[c] += 1
-    rows = [rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False) for c, k in zip(classes, take) if k]
-    return np.sort(np.concatenate(rows))
-
-
-class RowSubset(Dataset):
-    """The rows `rows` of a dataset, with the attributes feature extraction reads (classes, difficult, ...)."""
-
-    def __init__(self, base, rows: np.ndarray):
-        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
-        self.classes = list(base.classes)
-        self.num_classes = len(self.classes)
-        self.multilabel = bool(getattr(base, "multilabel", False))
-        diff = getattr(base, "difficult", None)
-        self.difficult = None if diff is None else np.asarray(diff)[self.rows]
-        rows_hash = hashlib.sha256(self.rows.tobytes()).hexdigest()[:16]
-        self.fingerprint = f"{getattr(base, 'fingerprint', None)}:rows={rows_hash}"
-
-    @property
-    def transform(self):
-        return self.base.transform
-
-    @transform.setter
-    def transform(self, value):
-        self.base.transform = value
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, idx: int):
-        return self.base[int(self.rows[idx])]
 
 
 def _take_rows(feats: Features, rows: np.ndarray) -> Features:
