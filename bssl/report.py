@@ -61,6 +61,9 @@ def _training_data(cfg: Dict[str, Any], split: str) -> str:
         text += f" {data['root']}"
     n = data.get({"train": "num_train", "test": "num_test"}.get(split, ""))
     generated = data.get("dataset") in ("shapes", "shapes-multilabel")
+    subset = int(data.get("train_subset") or 0) if split == "train" and not generated else 0
+    if subset:  # bssl.data.dataset_from_config trains on this many images when the split holds more
+        return f"{text}, {split} (at most {subset:,} images, stratified subset, seed {cfg.get('run', {}).get('seed', 0)})"
     return f"{text}, {split}" + (f" ({int(n):,} images)" if generated and n else "")
 
 

@@ -206,3 +206,6 @@ def test_every_report_row_names_its_data(tmp_path):
     assert f"| knn | {photos} | top1 (%) | 40.00 | n/a |" in cmp
     assert "| knn | shapes, train → test (9 / 9 images) | top1 (%) | n/a | 10.00 |" in cmp  # other data, other row
     assert data_label({"dataset": "digits"}) == "digits" and data_label({"source": "a|b"}) == "a\\|b"
+    report["config"]["data"]["train_subset"] = 5000
+    assert "| 2 | 1 | imagefolder /data/photos, train (at most 5,000 images, stratified subset, seed 0) |" in \
+        render_markdown(report, tmp_path)
