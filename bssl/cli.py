@@ -14,7 +14,7 @@ from typing import List, Optional
 from . import __version__
 from .errors import UserError
 
-SUBCOMMANDS = ("run", "teacher", "distill", "export", "bench", "eval", "profile", "config")
+SUBCOMMANDS = ("run", "teacher", "distill", "export", "bench", "eval", "predict", "profile", "config")
 
 
 class _HelpFormatter(argparse.HelpFormatter):
