@@ -39,13 +39,15 @@ def _bssl_nn():
 
 
 def load_student_model(src) -> nn.Module:
-    """A student from a checkpoint path (kind "student") or an nn.Module, in eval mode, on CPU."""
+    """A student from a checkpoint path (kind "student" or "classifier") or an nn.Module, in eval mode, on CPU."""
     if isinstance(src, nn.Module):
         model = src
     else:
+        from ..classifier import KIND, checkpoint_kind, load_classifier
         from ..models import load_student
 
-        model = load_student(Path(src))
+        path = Path(src)  # a classifier checkpoint is a student whose head scores the user's classes
+        model = load_classifier(path) if path.is_file() and checkpoint_kind(path) == KIND else load_student(path)
     if not (hasattr(model, "features") and isinstance(getattr(model, "classifier", None), nn.Module)):
         raise UserError(
             f"{type(model).__name__} is not a bssl student (needs .features(x) and .classifier); "

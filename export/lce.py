@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..classifier import classifier_info_of, write_sidecar
 from ..errors import UserError
 from ..utils import atomic_path
 from . import fold, larq_env, ops
@@ -235,6 +236,9 @@ def export_lce(src, out_path: Path, check_samples: int = 8, input_size: Optional
             cmp["features"] = fold.compare(ref_feats, got["features"])
             cmp["runtime"] = "larq-compute-engine"
             result["equivalence"] = cmp
+    info = classifier_info_of(student)
+    if info:  # .tflite has no metadata table here: class names and preprocessing go to model.tflite.json
+        result["sidecar"] = str(write_sidecar(out_path, info, "lce"))
     result["path"] = str(out_path)
     result["bytes"] = out_path.stat().st_size
     return result

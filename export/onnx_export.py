@@ -17,6 +17,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
+from ..classifier import classifier_info_of, metadata_props
 from ..errors import UserError
 from ..utils import atomic_path
 from . import fold, ops
@@ -88,6 +89,10 @@ def export_onnx(src, out_path: Path, packed: bool = False, check_samples: int = 
                               "inputs": [INPUT], "outputs": list(OUTPUTS), "input_size": size}
     if packed:
         result["packed_nodes"] = sum(1 for n in proto.graph.node if n.domain == ops.DOMAIN)
+    info = classifier_info_of(student)
+    if info:  # a classifier: class names, preprocessing and trained accuracy travel in metadata_props
+        onnx.helper.set_model_props(proto, metadata_props(info))
+        result["classes"] = list(info["classes"])
     with atomic_path(out_path) as tmp:
         onnx.save(proto, str(tmp))
         if check_samples:

@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from ..classifier import classifier_info_of
 from ..errors import UserError
 from . import fold, targets
 
@@ -169,6 +170,9 @@ def export_tvm(src, out_dir: Path, target_name: str = "x86-64", batch: int = 1, 
             "elf_machine": targets.elf_machine(lib), "kernel": {"lanes": target.kernel.lanes,
                                                                 "xtile": target.kernel.xtile},
         }
+        info = classifier_info_of(student)
+        if info:  # a classifier: class names and preprocessing go into model.json
+            result["classifier"] = {k: info.get(k) for k in ("classes", "preprocess", "accuracy")}
         if result["elf_machine"] != target.elf_machine:
             raise RuntimeError(f"linked library is {result['elf_machine']}, expected {target.elf_machine}")
         if target.name in POPCOUNT_INSTRUCTIONS:
