@@ -209,3 +209,21 @@ def test_every_report_row_names_its_data(tmp_path):
     report["config"]["data"]["train_subset"] = 5000
     assert "| 2 | 1 | imagefolder /data/photos, train (at most 5,000 images, stratified subset, seed 0) |" in \
         render_markdown(report, tmp_path)
+
+
+def test_train_subset_is_the_same_images_in_training_and_evaluation(tmp_path):
+    """data.train_subset: the distillation's train split and the evaluation's train features are one draw."""
+    from bssl.data import dataset_from_config
+    from bssl.eval.context import EvalContext
+    from bssl.eval.features import as_extractor
+
+    root = photo_folder(tmp_path / "photos", per_class=(6, 4))
+    cfg = fast_cfg("imagefolder", str(root))
+    cfg["data"]["train_subset"] = 9
+    train = dataset_from_config(cfg, "train")
+    assert len(train) == 9 and sorted(np.bincount(train.targets).tolist()) == [3, 3, 3]
+    assert len(dataset_from_config(cfg, "heldout")) == 12  # the held-out split is never subsampled
+    ctx = EvalContext(as_extractor(tiny_net(), input_size=16), cfg, tmp_path / "eval")
+    feats = ctx.features("imagefolder", "train", str(root))
+    assert feats.meta["sample"]["used"] == 9 and feats.meta["sample"]["available"] == 18
+    assert np.array_equal(np.asarray(feats.targets), np.asarray(train.targets))

@@ -146,6 +146,10 @@ class EvalContext:
         Embedded datasets generate only `limit` images (each is an independent draw); on-disk ones take
         a seeded subsample, stratified by class for single-label data, before any image is decoded.
         """
+        subset = int(self.data_cfg.get("train_subset") or 0)
+        if subset and not prefix and split == eval_splits(name)[0] and (name, root) == self.primary():
+            # the images the teacher and the student were trained on (the same seeded draw as data.train_subset)
+            limit = min(limit, subset) if limit else subset
         memo_key = (name, split, root, prefix, limit or 0)
         if memo_key in self._memo:
             return self._memo[memo_key]
