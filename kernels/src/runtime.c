@@ -892,7 +892,7 @@ typedef float v8f __attribute__((vector_size(32)));
 #define LD8(dst, p) memcpy(&(dst), (p), sizeof(v8f))
 
 #define CONV_PIX 4 /* output pixels of a row sharing each weight load */
-#define CONV_VB 4  /* 8-channel vectors per pass: 4 x 4 accumulators stay in registers */
+#define CONV_VB 2  /* 8-channel vectors per pass: 4 x 2 accumulators fit the 16 AVX2 registers */
 
 /* FP conv on NHWC, weights (k, k, cin/g, cout). Every output sums bias, then the taps in (ky, kx,
  * ci) order, one multiply and one add per step; rows of taps outside the input are skipped and
@@ -934,20 +934,13 @@ FP_CLONES static void conv_rows(void *ctx, int64_t r0, int64_t r1) {
                 xp[q] = (ix < 0 || ix >= x->w ? zeros : in + (iy * x->w + ix) * cin + gi * cig);
               }
               const float *wt = W + ((int64_t)ky * k + kx) * cig * cout + jc;
-              if (nb == CONV_VB) {
+              if (nb == CONV_VB) { /* fixed trip counts: the accumulators stay in registers */
                 for (int32_t ci = 0; ci < cig; ci++) {
-                  v8f w0, w1, w2, w3;
-                  const float *wr = wt + (int64_t)ci * cout;
-                  LD8(w0, wr);
-                  LD8(w1, wr + 8);
-                  LD8(w2, wr + 16);
-                  LD8(w3, wr + 24);
+                  v8f wv[CONV_VB];
+                  for (int b = 0; b < CONV_VB; b++) LD8(wv[b], wt + (int64_t)ci * cout + 8 * b);
                   for (int q = 0; q < CONV_PIX; q++) {
                     const float xv = xp[q][ci];
-                    acc[q][0] += xv * w0;
-                    acc[q][1] += xv * w1;
-                    acc[q][2] += xv * w2;
-                    acc[q][3] += xv * w3;
+                    for (int b = 0; b < CONV_VB; b++) acc[q][b] += xv * wv[b];
                   }
                 }
               } else {
@@ -995,7 +988,7 @@ FP_CLONES static void conv_rows(void *ctx, int64_t r0, int64_t r1) {
     }
 }
 
-static void run_pool(const bssl_model *m, const rop *op) {
+FP_CLONES static void run_pool(const bssl_model *m, const rop *op) {
   const uint32_t *f = op->f;
   const rvalue *x = &m->values[f[1]], *y = &m->values[f[2]];
   const int mx = op->type == OP_MAXPOOL;
