@@ -143,6 +143,101 @@ done_direct:;
     free(got);
   }
 
+  /* fused epilogue on the one-padded input: every path equals the scalar reference bit for bit,
+   * and the reference equals the FLOAT-mode output put through the epilogue's steps */
+  {
+    const int hp = s->h + 2 * s->pad, wp = s->w + 2 * s->pad, off = (int)(rnd() % 2) * 32;
+    const int ostride = off + s->o, ncw = (ostride + 63) / 64, pad2 = 1;
+    uint64_t *xp = calloc((size_t)s->n * hp * wp * cw, 8);
+    for (int b = 0; b < s->n; b++)
+      for (int y = 0; y < s->h; y++)
+        memcpy(xp + (((int64_t)b * hp + y + s->pad) * wp + s->pad) * cw, x + (((int64_t)b * s->h + y) * s->w) * cw,
+               8 * (size_t)s->w * cw);
+    float *res = malloc(4 * opix * s->o), *bin = malloc(4 * s->o), *sl = malloc(4 * s->o), *bo = malloc(4 * s->o);
+    float *nb0 = malloc(4 * s->o), *nb1 = malloc(4 * s->o), *corr = malloc(4 * 6 * s->o);
+    int32_t *crow = malloc(4 * ho), *ccol = malloc(4 * wo);
+    for (int64_t i = 0; i < opix * s->o; i++) res[i] = rfloat();
+    for (int o = 0; o < s->o; o++) {
+      bin[o] = 0.2f * rfloat();
+      sl[o] = 0.5f * rfloat();
+      bo[o] = 0.2f * rfloat();
+      nb0[o] = 0.3f * rfloat();
+      nb1[o] = 0.3f * rfloat();
+    }
+    for (int i = 0; i < 6 * s->o; i++) corr[i] = rfloat();
+    for (int i = 0; i < ho; i++) crow[i] = (int32_t)(rnd() % 2);
+    for (int i = 0; i < wo; i++) ccol[i] = (int32_t)(rnd() % 3);
+    const size_t fbytes = 4 * (size_t)opix * ostride, bbytes = 8 * (size_t)s->n * (ho + 2) * (wo + 2) * ncw;
+    float *fref = malloc(fbytes), *fgot = malloc(fbytes), *flt = malloc(4 * opix * s->o);
+    uint64_t *bref = malloc(2 * bbytes), *bgot = malloc(2 * bbytes);
+    bssl_fused_epilogue e;
+    memset(&e, 0, sizeof e);
+    e.mul = mul;
+    e.add = add;
+    e.corr = corr;
+    e.corr_row = crow;
+    e.corr_col = ccol;
+    e.corr_cols = 3;
+    e.res = res;
+    e.res_stride = s->o;
+    e.bias_in = bin;
+    e.slope = sl;
+    e.bias_out = bo;
+    e.out_stride = ostride;
+    e.out_off = off;
+    e.nbits = 2;
+    for (int variant = 0; variant < 2; variant++) {
+      if (variant == 1) { /* the sparse form: no correction, residual or activation */
+        e.corr = NULL;
+        e.res = NULL;
+        e.bias_in = e.slope = e.bias_out = NULL;
+        e.nbits = 1;
+      }
+      bssl_isa_set(0);
+      memset(fref, 0, fbytes);
+      memset(bref, 0, 2 * bbytes);
+      e.out = fref;
+      e.bits[0] = (bssl_bits_out){nb0, bref, ho + 2, wo + 2, pad2, ncw, off / 32};
+      e.bits[1] = (bssl_bits_out){nb1, bref + bbytes / 8, ho + 2, wo + 2, pad2, ncw, off / 32};
+      CHECK(bssl_bconv2d_fused(xp, s->n, hp, wp, cw, wb, s->o, s->k, s->k, s->stride, kreal, &e, 1) == 0,
+            "fused ref: %s", bssl_last_error());
+      bssl_bconv2d(x, s->n, s->h, s->w, cw, wb, s->o, s->k, s->k, s->stride, s->pad, kreal, BSSL_OUT_FLOAT,
+                   mul, add, NULL, NULL, flt, 1);
+      for (int64_t q = 0; q < opix && variant == 0; q++) {
+        const int oy = (int)(q % ((int64_t)ho * wo) / wo), ox = (int)(q % wo);
+        for (int o = 0; o < s->o; o++) {
+          float y = flt[q * s->o + o];
+          y += corr[((int64_t)crow[oy] * 3 + ccol[ox]) * s->o + o];
+          y += res[q * s->o + o];
+          y += bin[o];
+          if (y < 0.0f) y = y * sl[o];
+          y += bo[o];
+          CHECK(fref[q * ostride + off + o] == y, "fused epilogue value %g != %g", fref[q * ostride + off + o], y);
+          const int64_t bpix = ((int64_t)(q / ((int64_t)ho * wo)) * (ho + 2) + oy + 1) * (wo + 2) + ox + 1;
+          const int c = off + o;
+          CHECK((int)((bref[bpix * ncw + c / 64] >> (c % 64)) & 1) == (y + nb0[o] < 0.0f), "fused bit 0");
+          CHECK((int)((bref[bbytes / 8 + bpix * ncw + c / 64] >> (c % 64)) & 1) == (y + nb1[o] < 0.0f), "fused bit 1");
+          if (g_fail) break;
+        }
+      }
+      for (int i = 0; i < nisa; i++) {
+        bssl_isa_set(isas[i]);
+        memset(fgot, 0, fbytes);
+        memset(bgot, 0, 2 * bbytes);
+        e.out = fgot;
+        e.bits[0].dst = bgot;
+        e.bits[1].dst = bgot + bbytes / 8;
+        CHECK(bssl_bconv2d_fused(xp, s->n, hp, wp, cw, wb, s->o, s->k, s->k, s->stride, kreal, &e, s->threads) == 0,
+              "fused %s: %s", bssl_isa_name(isas[i]), bssl_last_error());
+        CHECK(memcmp(fref, fgot, fbytes) == 0 && memcmp(bref, bgot, 2 * bbytes) == 0,
+              "fused %s differs from scalar (variant %d n=%d h=%d w=%d c=%d o=%d k=%d stride=%d off=%d threads=%d)",
+              bssl_isa_name(isas[i]), variant, s->n, s->h, s->w, s->c, s->o, s->k, s->stride, off, s->threads);
+      }
+    }
+    free(xp); free(res); free(bin); free(sl); free(bo); free(nb0); free(nb1); free(corr); free(crow); free(ccol);
+    free(fref); free(fgot); free(flt); free(bref); free(bgot);
+  }
+
   /* GEMM: rows of the activations times (O, C) weights equals the 1x1 convolution */
   {
     uint64_t *wg = malloc(8 * bssl_blocked_weights_words(s->o, cw));
