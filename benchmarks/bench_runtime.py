@@ -1,7 +1,7 @@
 """Native runtime benchmark: ReActNet-A at 224, batch 1, against bssl.kernels and onnxruntime.
 
     python benchmarks/bench_runtime.py [--threads 1] [--runs 50] [--warmup 10] [--out runs/bench-runtime]
-                                       [--markdown docs/runtime-bench.md]
+                                       [--markdown FILE] [--update-doc]
 
 Rows (each backend in a fresh worker process, bssl.bench.run_benchmarks): the native runtime on
 model.bssl, today's `kernels` backend (packed convs, float glue in torch), onnxruntime int8
@@ -10,7 +10,8 @@ Beside the table: the floor = ReActNet-A's BOPs / the measured XOR-popcount peak
 (bssl.kernels.peak_xor_popcount) + its FP MACs / a measured FP32 peak (single-thread SGEMM), the
 model file size and the peak RSS above a baseline process that imported the same libraries.
 Prints the machine and the load average: on a busy machine the wall-clock numbers mean little.
---markdown writes the section to a file (regenerated on every run).
+--markdown writes the section to a file; --update-doc replaces the measured section of
+docs/model-format.md (between its bench_runtime markers).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, Dict, List, Optional
 
 MODEL = "reactnet-a"
 BACKENDS = ["runtime", "kernels", "onnxruntime-int8", "onnxruntime"]
+DOC = "docs/model-format.md"
+BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
 TARGETS = {"vs_int8": 1.3, "vs_kernels": 2.0, "vs_floor": 1.5, "file_mb": 8.0, "rss_mib": 24.0}
 
 
@@ -154,6 +157,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--budget", type=float, default=30.0, help="seconds of timing per backend at most")
     ap.add_argument("--out", default="runs/bench-runtime")
     ap.add_argument("--markdown", default=None, help="also write the Markdown section to this file")
+    ap.add_argument("--update-doc", action="store_true",
+                    help=f"replace the measured section of {DOC} (between its bench_runtime markers)")
     args = ap.parse_args(argv)
     res = run(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -162,7 +167,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(md)
     if args.markdown:
         Path(args.markdown).write_text(md)
+    if args.update_doc:
+        update_doc(md)
     return 0
+
+
+def update_doc(md: str, doc: Path = None) -> None:
+    """Put `md` between the markers of the doc, keeping everything else."""
+    doc = doc or Path(__file__).resolve().parents[1] / DOC
+    text = doc.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{doc} has no {BEGIN} ... {END} section to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{BEGIN}\n{md.replace('## Native runtime benchmark', '### Native runtime benchmark')}{END}{tail}")
 
 
 if __name__ == "__main__":
