@@ -185,28 +185,48 @@ def checkpoint_kind(path: os.PathLike | str) -> Optional[str]:
 
 
 class ClassifierTarget:
-    """Where `bssl eval linear|semisup --save DIR` writes DIR/classifier.pt; checked before any training."""
+    """Where `bssl eval linear|semisup --save DIR` writes DIR/classifier.pt; checked before any training.
+
+    `protocol` names whose head is kept when both linear and semisup run (None: the one of them that runs)."""
 
     def __init__(self, folder: os.PathLike | str, force: bool = False, config: Optional[Dict[str, Any]] = None,
-                 source: Optional[str] = None):
+                 source: Optional[os.PathLike | str] = None, protocol: Optional[str] = None):
+        if protocol is not None and protocol not in SAVE_PROTOCOLS:
+            raise UserError(f"a classifier is saved from {' or '.join(SAVE_PROTOCOLS)}, not {protocol!r}")
         self.folder = Path(folder)
         self.path = self.folder / FILE_NAME
         self.force = bool(force)
-        self.config = config or {}
+        self.config = config
         self.source = source  # the checkpoint the classifier was trained from, recorded in `training`
+        self.protocol = protocol
         self.saved: Optional[Path] = None
+        self.info: Dict[str, Any] = {}  # classes, preprocess, accuracy, training of the saved classifier
 
-    def check(self, protocols: Sequence[str], checkpoint: Any = None) -> None:
-        """UserError before any work: an existing classifier without --force, no or two trainable protocols, or a
-        checkpoint that is not a bssl student (or classifier)."""
+    def describe(self) -> str:
+        """One line about the saved classifier, for the CLI."""
+        acc = self.info.get("accuracy") or {}
+        top1 = f", top-1 {100 * acc['top1']:.2f}% on {acc.get('source')}" if acc.get("top1") is not None else ""
+        return f"classifier: {self.saved} ({len(self.info.get('classes') or [])} classes, head from {self.protocol}{top1})"
+
+    def wants(self, protocol: str) -> bool:
+        """Whether the head trained by `protocol` is the one to save."""
+        return protocol == self.protocol
+
+    def prepare(self, protocols: Sequence[str], checkpoint: Any = None, config: Optional[Dict[str, Any]] = None) -> None:
+        """Before any work: UserError for an existing classifier without --force, no protocol (or two) to take the
+        head from, or a checkpoint that is not a bssl student (or classifier); then remember what to save."""
         if self.folder.exists() and not self.folder.is_dir():
             raise UserError(f"--save {self.folder} is a file; give a folder for classifier.pt")
         if self.path.exists() and not self.force:
             raise UserError(f"{self.folder} already holds a classifier ({self.path}); pass --force to replace it")
-        chosen = [p for p in protocols if p in SAVE_PROTOCOLS]
-        if len(chosen) != 1:
-            raise UserError(f"--save keeps the head of one protocol; run exactly one of {' or '.join(SAVE_PROTOCOLS)} "
-                            f"with it (got {', '.join(protocols) or 'none'})")
+        chosen = [p for p in SAVE_PROTOCOLS if p in protocols]
+        if self.protocol is None:
+            if len(chosen) != 1:
+                raise UserError(f"--save keeps the head of one protocol; run exactly one of "
+                                f"{' or '.join(SAVE_PROTOCOLS)} with it (got {', '.join(protocols) or 'none'})")
+            self.protocol = chosen[0]
+        elif self.protocol not in protocols:
+            raise UserError(f"the classifier is to come from {self.protocol}, which is not among the protocols run")
         if isinstance(checkpoint, (str, os.PathLike)):
             if Path(checkpoint).suffix.lower() == ".onnx":
                 raise UserError("--save needs the PyTorch student checkpoint (the classifier is the student plus the "
@@ -216,9 +236,15 @@ class ClassifierTarget:
                 raise UserError(f"--save needs a bssl student checkpoint; {checkpoint} is "
                                 f"{'a ' + repr(kind) + ' checkpoint' if kind else 'not a bssl student'} "
                                 "(teachers have no binary student to deploy)")
+            self.source = self.source or checkpoint
+        elif isinstance(checkpoint, nn.Module):
+            _student_of(checkpoint)
+        if self.config is None:
+            self.config = config or {}
 
     def _write(self, model: nn.Module) -> Path:
-        self.saved = save_classifier(self.path, model, self.config, force=self.force)
+        self.saved = save_classifier(self.path, model, self.config or {}, force=self.force)
+        self.info = model.classifier_info
         return self.saved
 
     def _training(self, protocol: str, **extra: Any) -> Dict[str, Any]:
@@ -246,17 +272,21 @@ class ClassifierTarget:
                                 {"preprocess": pre, "accuracy": accuracy, "training": training})
         return self._write(model)
 
-    def from_semisup(self, ctx, classes: Sequence[str], finetuned: nn.Module, run: Dict[str, Any],
-                     result: Dict[str, Any], fraction: float, n_labels: int) -> Path:
-        """Save the fine-tuned student of the best sweep run with its head (semisup's `_Classifier`)."""
+    def from_semisup(self, ctx, classes: Sequence[str], kept: Optional[tuple], result: Dict[str, Any]) -> Path:
+        """Save the fine-tuned student of the best sweep run on the first label fraction with its head.
+
+        `kept`: (semisup's fine-tuned `_Classifier`, its run entry, label fraction, number of labels) or None."""
+        if kept is None:
+            raise UserError("every semisup run diverged, so there is no classifier to save; lower eval.semisup_lrs")
+        finetuned, run, fraction, n_labels = kept
         student = getattr(finetuned, "backbone", finetuned)
-        head = finetuned.head
         accuracy = _accuracy_entry(result, "semisup", top1=run["top1"], top5=run.get("top5"))
         pre = preprocess_info(ctx.extractor.input_size, ctx.get("crop_pct"))
-        training = self._training("semisup", fraction=fraction, n_labels=int(n_labels), lr=run.get("lr"),
+        training = self._training("semisup", fraction=float(fraction), n_labels=int(n_labels), lr=run.get("lr"),
                                   head_mult=run.get("head_mult"), epochs=result["details"].get("epochs"),
                                   backbone="fine-tuned", selection=result["details"].get("selection"))
-        model = make_classifier(student, head, classes, {"preprocess": pre, "accuracy": accuracy, "training": training})
+        model = make_classifier(student, finetuned.head, classes,
+                                {"preprocess": pre, "accuracy": accuracy, "training": training})
         return self._write(model)
 
 
