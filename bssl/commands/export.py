@@ -16,7 +16,9 @@ HELP = ("export a student: onnx, onnx-packed (1-bit ai.bssl nodes), tvm (x86-64/
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, required=True, help="student checkpoint written by bssl distill")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="student checkpoint written by bssl distill, or a classifier.pt written by "
+                        "`bssl eval linear|semisup --save` (its class names travel with the export)")
     p.add_argument("--format", dest="formats", action="append", default=None, metavar="F",
                    help="onnx, onnx-packed, tvm, lce, bssl or all; repeatable or comma-separated (default [export].formats)")
     p.add_argument("--target", dest="targets", action="append", default=None, metavar="T",
@@ -71,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
             pops = res.get("popcount_instructions")
             if pops:
                 checked += f"  {res['elf_machine']} ELF, NEON popcounts: {sum(pops.values())}"
+            classes = res.get("classes") or (res.get("classifier") or {}).get("classes")
+            if classes:
+                checked += f"  {len(classes)} classes"
             print(f"{fmt}{'/' + res['target'] if res.get('target') else ''}: {res['path']} "
                   f"({res['bytes'] / 1e6:.2f} MB){checked}")
     report = args.report or Path(out) / "export.json"
