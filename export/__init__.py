@@ -64,9 +64,17 @@ def _lce(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
 @FORMATS.register("bssl")
 def _bssl(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
     """model.bssl for the native runtime and bssl-infer (docs/model-format.md)."""
+    from ..classifier import classifier_info_of, write_sidecar
     from ..deploy.model_file import export_bssl
 
-    return export_bssl(src, output_path(out_dir, "bssl"), **opts)
+    info = classifier_info_of(src)
+    if info:  # a classifier: class names in the header; preprocessing and accuracy in model.bssl.json
+        opts.setdefault("class_names", list(info["classes"]))
+    result = export_bssl(src, output_path(out_dir, "bssl"), **opts)
+    if info:
+        result["classes"] = list(info["classes"])
+        result["sidecar"] = str(write_sidecar(output_path(out_dir, "bssl"), info, "bssl"))
+    return result
 
 
 def export_model(checkpoint_or_model, fmt: str, out_dir, target: Optional[str] = None, **opts) -> Dict[str, Any]:
