@@ -13,6 +13,9 @@
 #include <time.h>
 
 #include "internal.h"
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(BSSL_NO_CLONES)
+#include <immintrin.h>
+#endif
 
 /* ---- errors ---- */
 
@@ -95,10 +98,13 @@ struct bssl_model {
   const char *name;
   const char **classes;
   int32_t threads;
+  bssl_range_fn conv_rows; /* the FP conv: AVX2+FMA or portable, the same results */
   float *zeros; /* cin zeros: the taps of FP convs outside the input */
   double *prof_ms; /* BSSL_RUNTIME_PROFILE=1: per-op thread CPU time, printed by bssl_model_free */
   int64_t prof_runs;
 };
+
+static bssl_range_fn pick_conv_rows(void);
 
 /* ---- little-endian reads from a checked range ---- */
 
@@ -780,6 +786,7 @@ void bssl_model_free(bssl_model *m) {
 
 static int finish_load(bssl_model *m, bssl_model **out) {
   m->threads = 1;
+  m->conv_rows = pick_conv_rows();
   int rc = load_buffer(m);
   const char *prof = getenv("BSSL_RUNTIME_PROFILE");
   if (!rc && prof && *prof && strcmp(prof, "0") != 0 && !(m->prof_ms = (double *)calloc(m->n_ops, sizeof(double))))
@@ -887,106 +894,135 @@ typedef struct {
   const rop *op;
 } conv_job;
 
-/* 8 floats as one value: AVX2 registers in the avx2 clone, two SSE registers otherwise */
+/* 8 floats as one value: one AVX2 register, or two SSE / NEON registers */
 typedef float v8f __attribute__((vector_size(32)));
 #define LD8(dst, p) memcpy(&(dst), (p), sizeof(v8f))
 
 #define CONV_PIX 4 /* output pixels of a row sharing each weight load */
 #define CONV_VB 2  /* 8-channel vectors per pass: 4 x 2 accumulators fit the 16 AVX2 registers */
 
-/* FP conv on NHWC, weights (k, k, cin/g, cout). Every output sums bias, then the taps in (ky, kx,
- * ci) order, one multiply and one add per step; rows of taps outside the input are skipped and
- * columns outside read zeros, the same for any grouping of pixels or threads. */
-FP_CLONES static void conv_rows(void *ctx, int64_t r0, int64_t r1) {
-  const conv_job *jb = (const conv_job *)ctx;
-  const bssl_model *m = jb->m;
-  const uint32_t *f = jb->op->f;
-  const rvalue *x = &m->values[f[1]], *y = &m->values[f[2]];
-  const int32_t cin = (int32_t)f[3], cout = (int32_t)f[4], k = (int32_t)f[5], s = (int32_t)f[6], p = (int32_t)f[7];
-  const int32_t g = (int32_t)f[8], cig = cin / g, cog = cout / g;
-  const float *in = vptr(m, f[1]), *W = tf(m, f[9]), *bias = tf(m, f[10]);
+/* FP conv on NHWC, weights (k, k, cin/g, cout). Every output starts from its bias and adds the
+ * taps in (ky, kx, ci) order with one fused multiply-add each (fmaf: exactly rounded, so the
+ * AVX2+FMA build and the portable one give the same bits); rows of taps outside the input are
+ * skipped and columns outside read zeros, the same for any grouping of pixels or threads.
+ * MADD8(acc, x, w): acc = fma(x, w, acc) on 8 lanes. */
+#define DEFINE_CONV_ROWS(NAME, ATTR, MADD8)                                                              \
+  ATTR static void NAME(void *ctx, int64_t r0, int64_t r1) {                                            \
+    const conv_job *jb = (const conv_job *)ctx;                                                         \
+    const bssl_model *m = jb->m;                                                                        \
+    const uint32_t *f = jb->op->f;                                                                      \
+    const rvalue *x = &m->values[f[1]], *y = &m->values[f[2]];                                          \
+    const int32_t cin = (int32_t)f[3], cout = (int32_t)f[4], k = (int32_t)f[5], s = (int32_t)f[6];     \
+    const int32_t p = (int32_t)f[7], g = (int32_t)f[8], cig = cin / g, cog = cout / g;                 \
+    const float *in = vptr(m, f[1]), *W = tf(m, f[9]), *bias = tf(m, f[10]);                            \
+    float *out = vptr(m, f[2]);                                                                         \
+    const float *zeros = m->zeros;                                                                      \
+    for (int64_t oy = r0; oy < r1; oy++)                                                                \
+      for (int32_t ox0 = 0; ox0 < y->w; ox0 += CONV_PIX) {                                              \
+        const int32_t np = y->w - ox0 < CONV_PIX ? y->w - ox0 : CONV_PIX;                               \
+        float *o0 = out + (oy * y->w + ox0) * cout;                                                     \
+        for (int32_t gi = 0; gi < g; gi++) {                                                            \
+          int32_t j0 = 0;                                                                               \
+          for (; cog % 8 == 0 && j0 < cog; j0 += 8 * CONV_VB) {                                         \
+            const int32_t jc = gi * cog + j0, nb = (cog - j0) / 8 < CONV_VB ? (cog - j0) / 8 : CONV_VB; \
+            v8f acc[CONV_PIX][CONV_VB];                                                                 \
+            for (int b = 0; b < CONV_VB; b++) {                                                         \
+              v8f bv = {0};                                                                             \
+              if (bias && b < nb) LD8(bv, bias + jc + 8 * b);                                           \
+              for (int q = 0; q < CONV_PIX; q++) acc[q][b] = bv;                                        \
+            }                                                                                           \
+            for (int32_t ky = 0; ky < k; ky++) {                                                        \
+              const int64_t iy = oy * s - p + ky;                                                       \
+              if (iy < 0 || iy >= x->h) continue;                                                       \
+              for (int32_t kx = 0; kx < k; kx++) {                                                      \
+                const float *xp[CONV_PIX];                                                              \
+                for (int q = 0; q < CONV_PIX; q++) {                                                    \
+                  const int64_t ix = (int64_t)(ox0 + (q < np ? q : 0)) * s - p + kx;                    \
+                  xp[q] = (ix < 0 || ix >= x->w ? zeros : in + (iy * x->w + ix) * cin + gi * cig);      \
+                }                                                                                       \
+                const float *wt = W + ((int64_t)ky * k + kx) * cig * cout + jc;                         \
+                if (nb == CONV_VB) { /* fixed trip counts: the accumulators stay in registers */        \
+                  for (int32_t ci = 0; ci < cig; ci++) {                                                \
+                    v8f wv[CONV_VB];                                                                    \
+                    for (int b = 0; b < CONV_VB; b++) LD8(wv[b], wt + (int64_t)ci * cout + 8 * b);      \
+                    for (int q = 0; q < CONV_PIX; q++) {                                                \
+                      const float xv = xp[q][ci];                                                       \
+                      for (int b = 0; b < CONV_VB; b++) MADD8(acc[q][b], xv, wv[b]);                    \
+                    }                                                                                   \
+                  }                                                                                     \
+                } else {                                                                                \
+                  for (int32_t ci = 0; ci < cig; ci++)                                                  \
+                    for (int b = 0; b < nb; b++) {                                                      \
+                      v8f wv;                                                                           \
+                      LD8(wv, wt + (int64_t)ci * cout + 8 * b);                                         \
+                      for (int q = 0; q < CONV_PIX; q++) MADD8(acc[q][b], xp[q][ci], wv);               \
+                    }                                                                                   \
+                }                                                                                       \
+              }                                                                                         \
+            }                                                                                           \
+            for (int q = 0; q < np; q++)                                                                \
+              for (int b = 0; b < nb; b++) memcpy(o0 + (int64_t)q * cout + jc + 8 * b, &acc[q][b], 32); \
+          }                                                                                             \
+          if (j0 < cog) /* channel counts that are not a multiple of 8: the same sums, one at a time */ \
+            for (int q = 0; q < np; q++) {                                                              \
+              float *o = o0 + (int64_t)q * cout + gi * cog;                                             \
+              for (int32_t j = 0; j < cog; j++) o[j] = bias ? bias[gi * cog + j] : 0.0f;               \
+              for (int32_t ky = 0; ky < k; ky++) {                                                      \
+                const int64_t iy = oy * s - p + ky;                                                     \
+                if (iy < 0 || iy >= x->h) continue;                                                     \
+                for (int32_t kx = 0; kx < k; kx++) {                                                    \
+                  const int64_t ix = (int64_t)(ox0 + q) * s - p + kx;                                   \
+                  const float *xq = ix < 0 || ix >= x->w ? zeros : in + (iy * x->w + ix) * cin + gi * cig; \
+                  const float *wt = W + ((int64_t)ky * k + kx) * cig * cout + gi * cog;                 \
+                  for (int32_t ci = 0; ci < cig; ci++)                                                  \
+                    for (int32_t j = 0; j < cog; j++) o[j] = fmaf(xq[ci], wt[(int64_t)ci * cout + j], o[j]); \
+                }                                                                                       \
+              }                                                                                         \
+            }                                                                                           \
+        }                                                                                               \
+        conv_epilogue(m, f, out, oy * y->w + ox0, np, cout);                                            \
+      }                                                                                                 \
+  }
+
+/* residual (channel o reads o % its channels), RPReLU, in place on np pixels from pix0 */
+static void conv_epilogue(const bssl_model *m, const uint32_t *f, float *out, int64_t pix0, int np, int32_t cout) {
   const float *res = f[11] == NONE ? NULL : vptr(m, f[11]);
   const int32_t rc = f[11] == NONE ? 1 : m->values[f[11]].c;
   const float *bin = tf(m, f[12]), *slope = tf(m, f[13]), *bout = tf(m, f[14]);
-  float *out = vptr(m, f[2]);
-  const float *zeros = m->zeros;
-  for (int64_t oy = r0; oy < r1; oy++)
-    for (int32_t ox0 = 0; ox0 < y->w; ox0 += CONV_PIX) {
-      const int32_t np = y->w - ox0 < CONV_PIX ? y->w - ox0 : CONV_PIX;
-      float *o0 = out + (oy * y->w + ox0) * cout;
-      for (int32_t gi = 0; gi < g; gi++) {
-        int32_t j0 = 0;
-        for (; cog % 8 == 0 && j0 < cog; j0 += 8 * CONV_VB) {
-          const int32_t jc = gi * cog + j0, nb = (cog - j0) / 8 < CONV_VB ? (cog - j0) / 8 : CONV_VB;
-          v8f acc[CONV_PIX][CONV_VB];
-          for (int b = 0; b < CONV_VB; b++) {
-            v8f bv = {0};
-            if (bias && b < nb) LD8(bv, bias + jc + 8 * b);
-            for (int q = 0; q < CONV_PIX; q++) acc[q][b] = bv;
-          }
-          for (int32_t ky = 0; ky < k; ky++) {
-            const int64_t iy = oy * s - p + ky;
-            if (iy < 0 || iy >= x->h) continue;
-            for (int32_t kx = 0; kx < k; kx++) {
-              const float *xp[CONV_PIX];
-              for (int q = 0; q < CONV_PIX; q++) {
-                const int64_t ix = (int64_t)(ox0 + (q < np ? q : 0)) * s - p + kx;
-                xp[q] = (ix < 0 || ix >= x->w ? zeros : in + (iy * x->w + ix) * cin + gi * cig);
-              }
-              const float *wt = W + ((int64_t)ky * k + kx) * cig * cout + jc;
-              if (nb == CONV_VB) { /* fixed trip counts: the accumulators stay in registers */
-                for (int32_t ci = 0; ci < cig; ci++) {
-                  v8f wv[CONV_VB];
-                  for (int b = 0; b < CONV_VB; b++) LD8(wv[b], wt + (int64_t)ci * cout + 8 * b);
-                  for (int q = 0; q < CONV_PIX; q++) {
-                    const float xv = xp[q][ci];
-                    for (int b = 0; b < CONV_VB; b++) acc[q][b] += xv * wv[b];
-                  }
-                }
-              } else {
-                for (int32_t ci = 0; ci < cig; ci++)
-                  for (int b = 0; b < nb; b++) {
-                    v8f wv;
-                    LD8(wv, wt + (int64_t)ci * cout + 8 * b);
-                    for (int q = 0; q < CONV_PIX; q++) acc[q][b] += xp[q][ci] * wv;
-                  }
-              }
-            }
-          }
-          for (int q = 0; q < np; q++)
-            for (int b = 0; b < nb; b++) memcpy(o0 + (int64_t)q * cout + jc + 8 * b, &acc[q][b], sizeof(v8f));
-        }
-        if (j0 < cog) /* channel counts that are not a multiple of 8: the same sums, one at a time */
-          for (int q = 0; q < np; q++) {
-            float *o = o0 + (int64_t)q * cout + gi * cog;
-            for (int32_t j = 0; j < cog; j++) o[j] = bias ? bias[gi * cog + j] : 0.0f;
-            for (int32_t ky = 0; ky < k; ky++) {
-              const int64_t iy = oy * s - p + ky;
-              if (iy < 0 || iy >= x->h) continue;
-              for (int32_t kx = 0; kx < k; kx++) {
-                const int64_t ix = (int64_t)(ox0 + q) * s - p + kx;
-                const float *xp = ix < 0 || ix >= x->w ? zeros : in + (iy * x->w + ix) * cin + gi * cig;
-                const float *wt = W + ((int64_t)ky * k + kx) * cig * cout + gi * cog;
-                for (int32_t ci = 0; ci < cig; ci++)
-                  for (int32_t j = 0; j < cog; j++) o[j] += xp[ci] * wt[(int64_t)ci * cout + j];
-              }
-            }
-          }
-      }
-      for (int q = 0; q < np; q++) {
-        const int64_t pix = oy * y->w + ox0 + q;
-        float *o = out + pix * cout;
-        for (int32_t j = 0; j < cout; j++) {
-          float v = o[j];
-          if (res) v += res[pix * rc + j % rc];
-          if (bin) v += bin[j];
-          if (slope && v < 0.0f) v = v * slope[j];
-          if (bout) v += bout[j];
-          o[j] = v;
-        }
-      }
+  if (!res && !bin && !slope && !bout) return;
+  for (int q = 0; q < np; q++) {
+    const int64_t pix = pix0 + q;
+    float *o = out + pix * cout;
+    for (int32_t j = 0; j < cout; j++) {
+      float v = o[j];
+      if (res) v += res[pix * rc + j % rc];
+      if (bin) v += bin[j];
+      if (slope && v < 0.0f) v = v * slope[j];
+      if (bout) v += bout[j];
+      o[j] = v;
     }
+  }
 }
+
+#define MADD8_LANES(acc, xv, wv)                                    \
+  do {                                                              \
+    for (int l_ = 0; l_ < 8; l_++) (acc)[l_] = fmaf((xv), (wv)[l_], (acc)[l_]); \
+  } while (0)
+DEFINE_CONV_ROWS(conv_rows_portable, , MADD8_LANES)
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(BSSL_NO_CLONES)
+#define MADD8_FMA(acc, xv, wv) (acc) = (v8f)_mm256_fmadd_ps(_mm256_set1_ps(xv), (__m256)(wv), (__m256)(acc))
+DEFINE_CONV_ROWS(conv_rows_fma, __attribute__((target("avx2,fma"))), MADD8_FMA)
+/* BSSL_RUNTIME_FP=portable forces the portable loops (the tests compare the two bit for bit) */
+static bssl_range_fn pick_conv_rows(void) {
+  const char *env = getenv("BSSL_RUNTIME_FP");
+  if (env && strcmp(env, "portable") == 0) return conv_rows_portable;
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? conv_rows_fma : conv_rows_portable;
+}
+#else
+static bssl_range_fn pick_conv_rows(void) { return conv_rows_portable; }
+#endif
 
 FP_CLONES static void run_pool(const bssl_model *m, const rop *op) {
   const uint32_t *f = op->f;
@@ -1109,7 +1145,7 @@ int bssl_model_run(bssl_model *m, const float *x, int32_t n, float *logits, floa
         }
         case OP_CONV: {
           conv_job jb = {m, op};
-          bssl_parallel_for(m->values[op->f[2]].h, m->threads, conv_rows, &jb);
+          bssl_parallel_for(m->values[op->f[2]].h, m->threads, m->conv_rows, &jb);
           break;
         }
         case OP_AVGPOOL:
