@@ -566,6 +566,7 @@ static int fusable(const bssl_model *m, uint32_t v, int upto) {
   for (int i = 0; i < upto; i++) {
     const rop *op = &m->ops[i];
     if (op->f[2] != v) continue;
+    if (op->type == OP_CONV && op->nbits < 2) continue; /* packs its whole rows (conv_pack_row) */
     if (op->type != OP_BCONV || op->nbits >= 2) return 0;
     const int64_t off = op->f[8], cout = op->f[4];
     if (off % 32 || (cout % 32 && off + cout != c)) return 0; /* each producer owns whole half words */
@@ -917,7 +918,7 @@ typedef float v8f __attribute__((vector_size(32)));
     const float *in = vptr(m, f[1]), *W = tf(m, f[9]), *bias = tf(m, f[10]);                            \
     float *out = vptr(m, f[2]);                                                                         \
     const float *zeros = m->zeros;                                                                      \
-    for (int64_t oy = r0; oy < r1; oy++)                                                                \
+    for (int64_t oy = r0; oy < r1; oy++) {                                                              \
       for (int32_t ox0 = 0; ox0 < y->w; ox0 += CONV_PIX) {                                              \
         const int32_t np = y->w - ox0 < CONV_PIX ? y->w - ox0 : CONV_PIX;                               \
         float *o0 = out + (oy * y->w + ox0) * cout;                                                     \
@@ -982,7 +983,20 @@ typedef float v8f __attribute__((vector_size(32)));
         }                                                                                               \
         conv_epilogue(m, f, out, oy * y->w + ox0, np, cout);                                            \
       }                                                                                                 \
+      conv_pack_row(m, jb->op, out + oy * y->w * cout, oy);                                             \
+    }                                                                                                   \
   }
+
+/* the signs of a finished output row (+ each consumer's RSign bias) into the consumers' one-padded
+ * packed inputs: what the pack before those binary convs would write */
+static void conv_pack_row(const bssl_model *m, const rop *op, const float *row, int64_t oy) {
+  const rvalue *y = &m->values[op->f[2]];
+  for (int i = 0; i < op->nbits; i++) {
+    const rpacked *q = &m->packs[op->bits[i]];
+    uint64_t *dst = (uint64_t *)(m->arena + q->off) + ((oy + q->pad) * q->wp + q->pad) * q->cw;
+    bssl_pack_f32(row, y->w, y->c, q->bias, dst);
+  }
+}
 
 /* residual (channel o reads o % its channels), RPReLU, in place on np pixels from pix0 */
 static void conv_epilogue(const bssl_model *m, const uint32_t *f, float *out, int64_t pix0, int np, int32_t cout) {
