@@ -1,13 +1,13 @@
 """Larq Compute Engine (the reference BNN engine) on this CPU, in its own virtual environment.
 
-LCE needs TensorFlow and numpy<2, so it lives in ``.larq-venv`` beside the checkout (or the
-folder named by BSSL_LARQ_VENV); the worker runs with that environment's Python. On x86 LCE
+LCE needs TensorFlow and numpy<2, so it lives in its own environment, found by
+bssl.export.larq_env (BSSL_LARQ_PYTHON / BSSL_LARQ_VENV, ./.larq-venv, the checkout's .larq-venv);
+the worker runs with that environment's Python. On x86 LCE
 runs its portable kernels (it is tuned for ARM), which is exactly the comparison asked for.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -15,20 +15,14 @@ from typing import Any, Callable, Dict, List, Optional
 from . import BACKENDS, Backend, PrepareContext
 from ..models import ModelRef, student_names
 
-VENV_HELP = ("create it with `python -m venv .larq-venv && .larq-venv/bin/pip install larq larq-compute-engine "
-             "tensorflow-cpu \"tf-keras~=2.21.0\"` in the checkout, or point BSSL_LARQ_VENV at one")
+VENV_HELP = ("create it with `python -m bssl.export.larq_env create`, or point BSSL_LARQ_VENV (its folder) or "
+             "BSSL_LARQ_PYTHON (its python) at one")
 
 
 def venv_python() -> Optional[Path]:
-    candidates = []
-    if os.environ.get("BSSL_LARQ_VENV"):
-        candidates.append(Path(os.environ["BSSL_LARQ_VENV"]))
-    candidates += [Path(__file__).resolve().parents[3] / ".larq-venv", Path.cwd() / ".larq-venv"]
-    for venv in candidates:
-        py = venv / "bin" / "python"
-        if py.is_file():
-            return py
-    return None
+    from ...export.larq_env import find_larq_python
+
+    return find_larq_python()
 
 
 @BACKENDS.register("lce")
