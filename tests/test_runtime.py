@@ -271,3 +271,39 @@ def test_bssl_infer_cli(small_model):
         assert [t["class"] for t in img["top"]] == list(np.argsort(-lg[i], kind="stable")[:5])
     bad = subprocess.run([exe, str(d / "x.npy")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "bad magic" in bad.stderr
+
+
+def test_export_format_bssl(tmp_path):
+    from bssl.export import export_model
+
+    m = student("reactnet-18", 32, 1.0)
+    res = export_model(m, "bssl", tmp_path, check_samples=16)
+    assert res["path"].endswith("model.bssl") and res["bytes"] == (tmp_path / "model.bssl").stat().st_size
+    assert res["equivalence"]["top1_agreement"] == 1.0 and res["equivalence"]["samples"] == 16
+
+
+def test_bench_backend(tmp_path):
+    from bssl.bench.runner import run_benchmarks
+
+    rep = run_benchmarks(["reactnet-a:width=0.25", "resnet18"], ["runtime"], input_size=32, runs=3, warmup=1,
+                         out_dir=tmp_path, batch_sizes=(1,), progress=False)
+    rows = {(r["model"].split("(")[0].split(":")[0], r["backend"]): r for r in rep["rows"]}
+    ok = rows[("reactnet-a", "runtime")]
+    assert ok["status"] == "ok" and ok["p50_ms"] > 0 and ok["bytes"] > 0
+    assert rows[("resnet18", "runtime")]["status"] == "skipped"
+
+
+def test_bssl_infer_image(small_model, tmp_path):
+    exe = _infer_binary()
+    if exe is None:
+        pytest.skip("bssl-infer not built (pip install -e .)")
+    img = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    (tmp_path / "x.ppm").write_bytes(b"P6\n# a comment\n48 40\n255\n" + img.tobytes())
+    res = subprocess.run([exe, str(small_model / "model.bssl"), "--input", str(tmp_path / "x.ppm"), "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)["images"][0]["top"]) == 5
+    (tmp_path / "x.png").write_bytes(b"\x89PNG....")
+    res = subprocess.run([exe, str(small_model / "model.bssl"), "--input", str(tmp_path / "x.png")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "unknown input type" in res.stderr
