@@ -40,62 +40,68 @@ static inline void store_vec(const bssl_conv_args *a, __m512i pop, int32_t o, in
 }
 
 /* the fused epilogue (bssl_fused_epilogue), 8 channels per vector, the same roundings in the
- * same order as bssl_fused_value; per-channel vectors are loaded once per tile, pixel pointers
- * once per pixel */
+ * same order as bssl_fused_value. Per-channel vectors are loaded once per tile, pixel pointers
+ * once per pixel; the epilogue's fields are copied to locals first (the byte stores of the sign
+ * bits could alias them and force reloads), and each 8-channel vector stores its own byte of
+ * sign bits. */
 static inline __attribute__((always_inline)) void fused_avx512(const bssl_conv_args *a, int32_t ob,
                                                                const __m512i acc[MR][4], int32_t mv,
                                                                int64_t pix0) {
   const bssl_fused_epilogue *e = a->fused;
-  const int32_t O = a->out_channels, o0 = ob * BSSL_BLOCK_O;
-  const int64_t hw = (int64_t)a->ho * a->wo;
+  const int32_t O = a->out_channels, o0 = ob * BSSL_BLOCK_O, wo = a->wo, ho = a->ho;
+  const float *const mul = e->mul, *const add = e->add, *const res = e->res, *const corr = e->corr;
+  const float *const bin = e->bias_in, *const slope = e->slope, *const bout = e->bias_out;
+  const int nbits = e->nbits;
+  const float *const nb0 = nbits > 0 ? e->bits[0].bias : NULL, *const nb1 = nbits > 1 ? e->bits[1].bias : NULL;
+  const int64_t hw = (int64_t)ho * wo;
   int64_t b = pix0 / hw;
-  int32_t oy = (int32_t)(pix0 % hw / a->wo), ox = (int32_t)(pix0 % hw % a->wo);
+  int32_t oy = (int32_t)(pix0 % hw / wo), ox = (int32_t)(pix0 % hw % wo);
   float *op[MR];
   const float *rp[MR], *cp[MR];
-  uint32_t *bp[2][MR];
+  uint8_t *bp0[MR], *bp1[MR];
   for (int32_t m = 0; m < mv; m++) {
     const int64_t pix = pix0 + m;
     op[m] = e->out + pix * e->out_stride + e->out_off + o0;
-    rp[m] = e->res ? e->res + pix * e->res_stride + o0 : NULL;
-    cp[m] = e->corr ? e->corr + ((int64_t)e->corr_row[oy] * e->corr_cols + e->corr_col[ox]) * O + o0 : NULL;
-    for (int i = 0; i < e->nbits; i++) bp[i][m] = bssl_fused_bits_at(&e->bits[i], b, oy, ox) + ob;
-    if (++ox == a->wo) {
+    rp[m] = res ? res + pix * e->res_stride + o0 : NULL;
+    cp[m] = corr ? corr + ((int64_t)e->corr_row[oy] * e->corr_cols + e->corr_col[ox]) * O + o0 : NULL;
+    bp0[m] = nbits > 0 ? (uint8_t *)(bssl_fused_bits_at(&e->bits[0], b, oy, ox) + ob) : NULL;
+    bp1[m] = nbits > 1 ? (uint8_t *)(bssl_fused_bits_at(&e->bits[1], b, oy, ox) + ob) : NULL;
+    if (++ox == wo) {
       ox = 0;
-      if (++oy == a->ho) {
+      if (++oy == ho) {
         oy = 0;
         b++;
       }
     }
   }
   const __m256 zero = _mm256_setzero_ps();
-  uint32_t bits0[MR] = {0}, bits1[MR] = {0};
   for (int v = 0; v < 4; v++) {
     const int32_t o = o0 + 8 * v, nv = O - o;
-    if (nv <= 0) break;
+    if (nv <= 0) {
+      for (int32_t m = 0; m < mv; m++) { /* the block's unused bytes of sign bits */
+        if (nbits > 0) bp0[m][v] = 0;
+        if (nbits > 1) bp1[m][v] = 0;
+      }
+      continue;
+    }
     const __mmask8 k = nv >= 8 ? 0xff : (__mmask8)((1u << nv) - 1);
-    const __m256 mu = _mm256_maskz_loadu_ps(k, e->mul + o), ad = _mm256_maskz_loadu_ps(k, e->add + o);
-    const __m256 bi = e->bias_in ? _mm256_maskz_loadu_ps(k, e->bias_in + o) : zero;
-    const __m256 sl = e->slope ? _mm256_maskz_loadu_ps(k, e->slope + o) : zero;
-    const __m256 bo = e->bias_out ? _mm256_maskz_loadu_ps(k, e->bias_out + o) : zero;
-    const __m256 nb0 = e->nbits > 0 ? _mm256_maskz_loadu_ps(k, e->bits[0].bias + o) : zero;
-    const __m256 nb1 = e->nbits > 1 ? _mm256_maskz_loadu_ps(k, e->bits[1].bias + o) : zero;
+    const __m256 mu = _mm256_maskz_loadu_ps(k, mul + o), ad = _mm256_maskz_loadu_ps(k, add + o);
+    const __m256 bi = bin ? _mm256_maskz_loadu_ps(k, bin + o) : zero;
+    const __m256 sl = slope ? _mm256_maskz_loadu_ps(k, slope + o) : zero;
+    const __m256 bo = bout ? _mm256_maskz_loadu_ps(k, bout + o) : zero;
+    const __m256 n0 = nb0 ? _mm256_maskz_loadu_ps(k, nb0 + o) : zero;
+    const __m256 n1 = nb1 ? _mm256_maskz_loadu_ps(k, nb1 + o) : zero;
     for (int32_t m = 0; m < mv; m++) {
       __m256 y = _mm256_fmadd_ps(mu, _mm512_cvtepi64_ps(acc[m][v]), ad);
-      if (e->corr) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, cp[m] + 8 * v));
-      if (e->res) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, rp[m] + 8 * v));
-      if (e->bias_in) y = _mm256_add_ps(y, bi);
-      if (e->slope) y = _mm256_mask_mul_ps(y, _mm256_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, sl);
-      if (e->bias_out) y = _mm256_add_ps(y, bo);
+      if (corr) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, cp[m] + 8 * v));
+      if (res) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(k, rp[m] + 8 * v));
+      if (bin) y = _mm256_add_ps(y, bi);
+      if (slope) y = _mm256_mask_mul_ps(y, _mm256_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, sl);
+      if (bout) y = _mm256_add_ps(y, bo);
       _mm256_mask_storeu_ps(op[m] + 8 * v, k, y);
-      if (e->nbits > 0)
-        bits0[m] |= (uint32_t)_mm256_mask_cmp_ps_mask(k, _mm256_add_ps(y, nb0), zero, _CMP_LT_OQ) << (8 * v);
-      if (e->nbits > 1)
-        bits1[m] |= (uint32_t)_mm256_mask_cmp_ps_mask(k, _mm256_add_ps(y, nb1), zero, _CMP_LT_OQ) << (8 * v);
+      if (nb0) bp0[m][v] = (uint8_t)_mm256_mask_cmp_ps_mask(k, _mm256_add_ps(y, n0), zero, _CMP_LT_OQ);
+      if (nb1) bp1[m][v] = (uint8_t)_mm256_mask_cmp_ps_mask(k, _mm256_add_ps(y, n1), zero, _CMP_LT_OQ);
     }
-  }
-  for (int32_t m = 0; m < mv; m++) {
-    if (e->nbits > 0) *bp[0][m] = bits0[m];
-    if (e->nbits > 1) *bp[1][m] = bits1[m];
   }
 }
 
