@@ -1177,6 +1177,25 @@ static int run_bconv(bssl_model *m, const rop *op) {
   return 0;
 }
 
+/* before the producers write a packed buffer's interior: its frame must hold zero words (+1),
+ * and so must the channel tail, which no producer writes unless the channels fill the words */
+static void zero_packed(const bssl_model *m, int pk) {
+  const rpacked *q = &m->packs[pk];
+  uint64_t *b = pptr(m, pk);
+  if (m->values[q->value].c % 64 != 0) {
+    memset(b, 0, (size_t)q->bytes);
+    return;
+  }
+  const size_t row = (size_t)q->wp * q->cw, edge = (size_t)q->pad * q->cw;
+  if (q->pad == 0) return;
+  memset(b, 0, row * q->pad * 8);
+  memset(b + (size_t)(q->hp - q->pad) * row, 0, row * q->pad * 8);
+  for (int32_t y = q->pad; y < q->hp - q->pad; y++) {
+    memset(b + y * row, 0, edge * 8);
+    memset(b + y * row + row - edge, 0, edge * 8);
+  }
+}
+
 int bssl_model_run(bssl_model *m, const float *x, int32_t n, float *logits, float *features) {
   if (!m || (!x && n > 0) || n < 0) return rt_fail(BSSL_RT_EARG, "run: NULL model or input, or n < 0");
   const int32_t c = m->in_c, h = m->in_h, w = m->in_w;
@@ -1189,7 +1208,7 @@ int bssl_model_run(bssl_model *m, const float *x, int32_t n, float *logits, floa
       const rop *op = &m->ops[i];
       struct timespec t0, t1;
       if (m->prof_ms) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-      for (int z = 0; z < op->nzero; z++) memset(pptr(m, op->zero[z]), 0, (size_t)m->packs[op->zero[z]].bytes);
+      for (int z = 0; z < op->nzero; z++) zero_packed(m, op->zero[z]);
       switch (op->type) {
         case OP_BCONV: {
           const int rc = run_bconv(m, op);
