@@ -257,12 +257,11 @@ class ClassifierTarget:
         if norm not in ("none", "standardize"):
             raise UserError(f"eval.linear_norm={norm} cannot be folded into a linear head; use none or standardize")
         head = folded_head(fc, stats if norm == "standardize" else None)
-        x = torch.from_numpy(np.asarray(test.features[:4096], dtype=np.float32))
-        with torch.no_grad():
-            pred = head(x).argmax(1).numpy()
-        agree = float((pred == np.asarray(test.targets[:4096])).mean()) if len(pred) else float("nan")
+        with torch.no_grad():  # the folded head on raw held-out features scores what the probe scored
+            pred = np.concatenate([head(torch.from_numpy(np.asarray(test.features[i:i + 4096], dtype=np.float32)))
+                                   .argmax(1).numpy() for i in range(0, len(test.features), 4096)])
         accuracy = _accuracy_entry(result, "linear", top1=result["value"], top5=result["details"].get("top5"))
-        accuracy["folded_head_top1"] = agree if len(pred) == len(test.features) else None
+        accuracy["folded_head_top1"] = float((pred == np.asarray(test.targets)).mean())
         pre = preprocess_info(ctx.extractor.input_size, ctx.get("crop_pct"))
         d = result["details"]
         training = self._training("linear", norm=norm, folded_standardization=norm == "standardize",
