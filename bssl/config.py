@@ -77,7 +77,7 @@ RUN = {
 
 DATA = {
     "dataset": option("shapes", help="dataset name (bssl.data registry): shapes, digits, imagefolder, cifar10, ..."),
-    "root": option("", help="folder of an on-disk dataset (empty for embedded data)"),
+    "root": option("", help="folder of an on-disk dataset (empty for embedded data)", nullable=True),
     "num_train": option(4000, help="images generated for the train split of embedded data", min=1),
     "num_test": option(1000, help="images generated for the held-out split of embedded data", min=1),
     "image_size": option(32, help="side of the square network input in pixels", min=8),
@@ -147,7 +147,7 @@ EVAL = {
                         choices=("linear", "knn", "svm", "fewshot", "semisup", "transfer", "rankme")),
     "batch_size": option(None, int, help="feature extraction batch size; default data.batch_size", min=1),
     "cache": option(True, help="cache extracted features"),
-    "cache_dir": option("", help="feature cache folder; default inside the eval folder"),
+    "cache_dir": option("", help="feature cache folder; default inside the eval folder", nullable=True),
     "crop_pct": option(None, float, help="centre-crop share of eval images; default 0.875 at >=128 px, else 1",
                        min=0.0, max=1.0, min_exclusive=True),
     "jobs": option(-1, help="parallel SVM fits (joblib threads; -1: all cores)", min=-1),
@@ -183,13 +183,15 @@ EVAL = {
     "semisup_weight_decay": option(0.0, min=0.0),
     "semisup_crop_scale": option([0.08, 1.0], list, item=float, min=0.0, max=1.0),
     "transfer_dataset": option("digits"),
-    "transfer_root": option(""),
+    "transfer_root": option("", nullable=True),
     "rankme_samples": option(25600, min=1),
     "transfer_num_train": option(None, int, help="size of a generated transfer train split", min=1),
     "transfer_num_test": option(None, int, help="size of a generated transfer test split", min=1),
     "svm_dataset": option("auto", help="SVM / few-shot data: auto (the run's own data; VOC2007 when voc_root is set; "
                                        "shapes-multilabel for embedded data) or a dataset name"),
-    "voc_root": option("", help="folder holding VOCdevkit/VOC2007: SVM and few-shot run the VOC07 protocol there"),
+    "voc_root": option("", help="folder holding VOCdevkit/VOC2007: SVM and few-shot run the VOC07 protocol there",
+                       nullable=True),
+    # VOC2007 (5,011 trainval / 4,952 test) fits whole under these, as the published protocol needs
     "svm_max_train": option(10000, help="seeded per-class subsample of the SVM train split (0: all)", min=0),
     "svm_max_test": option(5000, help="seeded per-class subsample of the SVM test split (0: all)", min=0),
 }

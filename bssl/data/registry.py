@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..config import DATA
 from ..errors import UserError
 from ..registry import Registry
 
@@ -15,7 +16,7 @@ DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
 
 # The split name that means "the held-out images of this dataset", whatever the dataset calls them.
 HELDOUT = "heldout"
-DEFAULT_HOLDOUT_FRACTION = 0.1
+DEFAULT_HOLDOUT_FRACTION = DATA["holdout_fraction"].default
 
 # Datasets whose held-out split is fixed by their release.
 _FIXED_HELDOUT = {"shapes": "test", "shapes-multilabel": "test", "digits": "test", "cifar100": "test",
@@ -129,23 +130,25 @@ def dataset_from_config(cfg: dict, split: str = "train", transform=None, name: O
     val/ or test/ folder hold out data.holdout_fraction (float in (0, 0.5], default 0.1) of each
     class of train/, chosen with run.seed.
     """
-    data = cfg.get("data", {})
-    name = name or data.get("dataset", "shapes")
-    root = data.get("root") or None
-    seed = int(cfg.get("run", {}).get("seed", 0))
-    fraction = check_holdout_fraction(data.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
+    from ..config import validate
+
+    cfg = validate(cfg)  # a partial dict from Python gets the declared defaults
+    data = cfg["data"]
+    name = name or data["dataset"]
+    root = data["root"] or None
+    seed = int(cfg["run"]["seed"])
+    fraction = float(data["holdout_fraction"])
     if name in ("shapes", "shapes-multilabel"):
-        opts = {"num_samples": int(data.get(_EMBEDDED_SIZE_KEYS.get(split, "num_train"), 1000)),
-                "image_size": int(data.get("image_size", 32)), "num_classes": int(data.get("num_classes", 10)),
-                "seed": seed}
+        opts = {"num_samples": int(data[_EMBEDDED_SIZE_KEYS.get(split, "num_train")]),
+                "image_size": int(data["image_size"]), "num_classes": int(data["num_classes"]), "seed": seed}
         return build_dataset(name, split=split, root=None, transform=transform, **opts)
     if name == "digits":
         split = split if split in ("train", HELDOUT) else "test"  # digits has no val split: any other is test
-        return build_dataset(name, split=split, root=None, transform=transform, image_size=int(data.get("image_size", 32)))
+        return build_dataset(name, split=split, root=None, transform=transform, image_size=int(data["image_size"]))
     accepted = inspect.signature(DATASETS.get(name)).parameters
     opts = {k: v for k, v in (("holdout_fraction", fraction), ("seed", seed)) if k in accepted}
     ds = build_dataset(name, split=split, root=root, transform=transform, **opts)
-    subset = int(data.get("train_subset", 0) or 0)
+    subset = int(data["train_subset"])
     if split == "train" and 0 < subset < len(ds):
         ds = train_subset(ds, subset, seed)
     return ds

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .registry import DATASETS, DEFAULT_HOLDOUT_FRACTION, HELDOUT, dataset_from_config
+from .registry import DATASETS, HELDOUT, dataset_from_config
 
 # Class names kept in the summary dict; the formatted line shows fewer.
 MAX_CLASS_NAMES = 50
@@ -95,9 +95,12 @@ def summarize(cfg: dict, sample: int = 2000, name: Optional[str] = None) -> Dict
     - ``classes``: ``count``, ``names`` (at most MAX_CLASS_NAMES), ``names_truncated``;
     - ``sample`` (the per-split cap on headers read), ``holdout_fraction``, ``seed``.
     """
-    data = cfg.get("data", {})
-    name = name or data.get("dataset", "shapes")
-    seed = int(cfg.get("run", {}).get("seed", 0))
+    from ..config import validate
+
+    cfg = validate(cfg)
+    data = cfg["data"]
+    name = name or data["dataset"]
+    seed = int(cfg["run"]["seed"])
     # the training split the evaluation fits on (VOC2007: trainval), "train" elsewhere
     train_split = getattr(DATASETS.get(name), "eval_splits", ("train",))[0]
     train = dataset_from_config(cfg, train_split, name=name)
@@ -115,7 +118,7 @@ def summarize(cfg: dict, sample: int = 2000, name: Optional[str] = None) -> Dict
         note = f"a seeded per-class subset of {s['of']:,} (data.train_subset, seed {s['seed']})"
         prior = splits["train"].get("description")
         splits["train"]["description"] = f"{note}; {prior}" if prior else note
-    root = data.get("root") or None
+    root = data["root"] or None
     on_disk = root and name not in ("shapes", "shapes-multilabel", "digits")
     return {
         "dataset": name,
@@ -127,7 +130,7 @@ def summarize(cfg: dict, sample: int = 2000, name: Optional[str] = None) -> Dict
         "classes": {"count": len(classes), "names": classes[:MAX_CLASS_NAMES],
                     "names_truncated": len(classes) > MAX_CLASS_NAMES},
         "sample": int(sample),
-        "holdout_fraction": float(data.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION)),
+        "holdout_fraction": float(data["holdout_fraction"]),
         "seed": seed,
     }
 

@@ -49,18 +49,20 @@ def evaluate(extractor_or_path: Any, cfg: Dict[str, Any], protocols: Optional[Se
              dataset: Optional[str] = None, data_root: Optional[str] = None,
              report_path: Optional[Path] = None, name: Optional[str] = None) -> Dict[str, dict]:
     """Run `protocols` (default: cfg eval.protocols) and write eval.json / eval.md / fewshot.png to out_dir."""
-    protocols = list(protocols or cfg.get("eval", {}).get("protocols", ["linear", "knn", "svm", "fewshot"]))
+    from ..config import validate
+
+    cfg = validate(cfg)  # a partial dict from Python gets the declared defaults; a bad value fails here
+    protocols = list(protocols or cfg["eval"]["protocols"])
     for p in protocols:
         PROTOCOLS.get(p)  # unknown names fail before any work
-    run_cfg = cfg.get("run", {})
-    seed_everything(int(run_cfg.get("seed", 0)))
-    device = pick_device(str(run_cfg.get("device") or "auto"))
-    extractor = as_extractor(extractor_or_path, input_size=cfg.get("data", {}).get("image_size"), device=device)
+    seed_everything(int(cfg["run"]["seed"]))
+    device = pick_device(str(cfg["run"]["device"]))
+    extractor = as_extractor(extractor_or_path, input_size=cfg["data"]["image_size"], device=device)
     model_name = name or extractor.name
     out_dir = Path(out_dir)
     ctx = EvalContext(extractor, cfg, out_dir, dataset=dataset, data_root=data_root)
     results: Dict[str, dict] = {}
-    threads = int(cfg.get("eval", {}).get("threads", 0) or 0)  # 0: keep torch's default
+    threads = int(cfg["eval"]["threads"])  # 0: keep torch's default
     saved_threads = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)

@@ -19,9 +19,6 @@ from .features import FeatureExtractor, Features, cached_features
 _EMBEDDED_OPTIONS = ("num_samples", "image_size", "num_classes", "seed", "holdout_fraction")
 # Datasets drawn by a generator: a run on them has no real images for the SVM protocols.
 GENERATED = ("shapes", "shapes-multilabel")
-# Per-split image caps of the SVM and few-shot protocols when eval.svm_max_train / svm_max_test are unset.
-# VOC2007 (5,011 trainval / 4,952 test) fits whole, as the published protocol needs.
-SVM_MAX_TRAIN, SVM_MAX_TEST = 10000, 5000
 
 
 def eval_splits(name: str) -> Tuple[str, str]:
@@ -42,10 +39,13 @@ def svm_dataset(cfg: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     3. The run is on generated data (shapes): its multi-label counterpart, shapes-multilabel.
     4. Otherwise the run's own dataset (imagefolder, cifar10, stl10, digits, ...): one-vs-rest over its classes.
     """
-    data, ecfg = cfg.get("data", {}), cfg.get("eval", {})
-    run_name, run_root = str(data.get("dataset", "shapes")), data.get("root") or None
-    voc_root = str(ecfg.get("voc_root") or "") or None
-    forced = str(ecfg.get("svm_dataset") or "auto")
+    from ..config import validate
+
+    cfg = validate(cfg)
+    data, ecfg = cfg["data"], cfg["eval"]
+    run_name, run_root = str(data["dataset"]), data["root"] or None
+    voc_root = ecfg["voc_root"] or None
+    forced = ecfg["svm_dataset"]
     if forced != "auto":
         factory = DATASETS.get(forced)  # unknown names fail here with the list of known ones
         if forced == "voc2007":
@@ -77,39 +77,37 @@ def _take_rows(feats: Features, rows: np.ndarray) -> Features:
 class EvalContext:
     def __init__(self, extractor: FeatureExtractor, cfg: Dict[str, Any], out_dir: Path,
                  dataset: Optional[str] = None, data_root: Optional[str] = None):
+        from ..config import validate
+
+        cfg = validate(cfg)  # every declared key filled in: a partial dict from Python gets the defaults
         self.extractor = extractor
-        self.data_cfg = dict(cfg.get("data", {}))
+        self.data_cfg = dict(cfg["data"])
         if dataset:  # `bssl eval --dataset/--data-root` stands in for the run's [data] dataset
-            self.data_cfg.update(dataset=dataset, root=data_root)
+            self.data_cfg.update(dataset=dataset, root=data_root or "")
         self.cfg = dict(cfg, data=self.data_cfg)
-        self.ecfg = dict(cfg.get("eval", {}))
+        self.ecfg = dict(cfg["eval"])
         self.out_dir = Path(out_dir)
-        self.seed = int(cfg.get("run", {}).get("seed", 0))
-        self.jobs = int(self.ecfg.get("jobs", -1))
-        cache = self.ecfg.get("cache_dir")
+        self.seed = int(cfg["run"]["seed"])
+        self.jobs = int(self.ecfg["jobs"])
+        cache = self.ecfg["cache_dir"]
         self.cache_dir = Path(cache) if cache else self.out_dir / "feature_cache"
         self._memo: Dict[tuple, Features] = {}
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.ecfg.get(key, default)
+    def get(self, key: str) -> Any:
+        """A declared [eval] key (bssl.config.EVAL)."""
+        return self.ecfg[key]
 
     # which datasets the protocols run on
     def primary(self) -> Tuple[str, Optional[str]]:
         """The run's dataset (or `bssl eval --dataset`): linear, kNN, semi-supervised, RankMe."""
-        return str(self.data_cfg.get("dataset", "shapes")), self.data_cfg.get("root") or None
+        return str(self.data_cfg["dataset"]), self.data_cfg["root"] or None
 
     def svm_source(self) -> Tuple[str, Optional[str]]:
         return svm_dataset(self.cfg)
 
     def svm_caps(self) -> Tuple[int, int]:
-        """(train, test) image caps of the SVM protocols; 0 means the whole split."""
-        caps = []
-        for key, default in (("svm_max_train", SVM_MAX_TRAIN), ("svm_max_test", SVM_MAX_TEST)):
-            v = self.ecfg.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise UserError(f"eval.{key} must be an integer >= 0 (0: the whole split), got {v!r}")
-            caps.append(v)
-        return caps[0], caps[1]
+        """(train, test) image caps of the SVM protocols (eval.svm_max_train / svm_max_test); 0 means the whole split."""
+        return int(self.ecfg["svm_max_train"]), int(self.ecfg["svm_max_test"])
 
     def _options(self, name: str, split: str, root: Optional[str], prefix: str = "",
                  limit: Optional[int] = None) -> Dict[str, Any]:
@@ -123,9 +121,9 @@ class EvalContext:
             n = self.data_cfg.get(f"num_{which}")
         if limit:
             n = min(int(n), limit) if n is not None else limit
-        cand = {"num_samples": n, "image_size": self.data_cfg.get("image_size"),
-                "num_classes": self.data_cfg.get("num_classes"), "seed": self.cfg.get("run", {}).get("seed", 0),
-                "holdout_fraction": self.data_cfg.get("holdout_fraction")}
+        cand = {"num_samples": n, "image_size": self.data_cfg["image_size"],
+                "num_classes": self.data_cfg["num_classes"], "seed": self.seed,
+                "holdout_fraction": self.data_cfg["holdout_fraction"]}
         return {k: v for k, v in cand.items() if k in _EMBEDDED_OPTIONS and k in accepted and v is not None}
 
     def build(self, name: str, split: str, root: Optional[str], prefix: str = "", transform=None,
@@ -135,7 +133,7 @@ class EvalContext:
 
     def _extract(self, ds, ident: Dict[str, Any]) -> Features:
         return cached_features(
-            self.extractor, ds, ident, self.cache_dir if self.ecfg.get("cache", True) else None,
+            self.extractor, ds, ident, self.cache_dir if self.ecfg["cache"] else None,
             batch_size=int(self.ecfg.get("batch_size") or self.data_cfg.get("batch_size") or 128),  # None: [data]'s
             workers=int(self.data_cfg.get("workers") or 0), crop_pct=self.ecfg.get("crop_pct"))
 

@@ -128,12 +128,12 @@ def fewshot_protocol(train: Features, test: Features, ks: Sequence[int] = (1, 2,
 @PROTOCOLS.register("fewshot")
 def run_fewshot(ctx) -> dict:
     name, root, train, test = ctx.svm_pair()  # the SVM protocol's dataset and caps
-    res = fewshot_protocol(train, test, ks=ctx.get("fewshot_k", (1, 2, 4, 8, 16, 32, 64, 96)),
-                           samples=int(ctx.get("fewshot_samples", 5)),
-                           costs=ctx.get("fewshot_costs") or ctx.get("svm_costs", (0.01, 0.1, 1.0, 10.0)),
-                           max_negatives=int(ctx.get("fewshot_max_negatives", 19000)),
-                           folds=int(ctx.get("svm_folds", 3)), seed=ctx.seed, n_jobs=ctx.jobs,
-                           default_cost=float(ctx.get("svm_default_cost", 1.0)),
-                           cost_selection=str(ctx.get("fewshot_cost_selection", "test")))
+    res = fewshot_protocol(train, test, ks=ctx.get("fewshot_k"),
+                           samples=int(ctx.get("fewshot_samples")),
+                           costs=ctx.get("fewshot_costs") or ctx.get("svm_costs"),
+                           max_negatives=int(ctx.get("fewshot_max_negatives")),
+                           folds=int(ctx.get("svm_folds")), seed=ctx.seed, n_jobs=ctx.jobs,
+                           default_cost=float(ctx.get("svm_default_cost")),
+                           cost_selection=str(ctx.get("fewshot_cost_selection")))
     res["details"]["max_images"] = dict(zip(("train", "test"), ctx.svm_caps()))  # 0: no cap
     return dict(res, **ctx.source(name, root, train, test))

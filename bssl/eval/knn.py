@@ -84,6 +84,6 @@ def knn_protocol(train: Features, test: Features, k: int = 200, temperature: flo
 def run_knn(ctx) -> dict:
     name, root = ctx.primary()
     train, test = ctx.pair(name, root)
-    res = knn_protocol(train, test, k=int(ctx.get("knn_k", 200)), temperature=float(ctx.get("knn_t", 0.07)),
-                       query_chunk=int(ctx.get("knn_query_chunk", 256)), bank_chunk=int(ctx.get("knn_bank_chunk", 65536)))
+    res = knn_protocol(train, test, k=int(ctx.get("knn_k")), temperature=float(ctx.get("knn_t")),
+                       query_chunk=int(ctx.get("knn_query_chunk")), bank_chunk=int(ctx.get("knn_bank_chunk")))
     return dict(res, **ctx.source(name, root, train, test))

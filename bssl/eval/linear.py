@@ -104,10 +104,10 @@ def train_linear(train: Features, test: Features, epochs: int = 100, lr: float =
 
 
 def linear_kwargs(ctx) -> dict:
-    return dict(epochs=int(ctx.get("linear_epochs", 100)), lr=float(ctx.get("linear_lr", 30.0)),
-                momentum=float(ctx.get("linear_momentum", 0.9)), weight_decay=float(ctx.get("linear_weight_decay", 0.0)),
-                milestones=tuple(ctx.get("linear_milestones", (0.6, 0.8))),
-                batch_size=int(ctx.get("linear_batch_size", 256)), norm=str(ctx.get("linear_norm", "none")),
+    return dict(epochs=int(ctx.get("linear_epochs")), lr=float(ctx.get("linear_lr")),
+                momentum=float(ctx.get("linear_momentum")), weight_decay=float(ctx.get("linear_weight_decay")),
+                milestones=tuple(ctx.get("linear_milestones")),
+                batch_size=int(ctx.get("linear_batch_size")), norm=str(ctx.get("linear_norm")),
                 seed=ctx.seed)
 
 

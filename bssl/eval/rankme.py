@@ -13,7 +13,7 @@ from .registry import PROTOCOLS
 def run_rankme(ctx) -> dict:
     name, root = ctx.primary()
     train = ctx.features(name, eval_splits(name)[0], root)
-    n = min(len(train.features), int(ctx.get("rankme_samples", 25600)))  # 25600 as in the paper
+    n = min(len(train.features), int(ctx.get("rankme_samples")))  # 25600 in the paper
     rows = np.random.default_rng(ctx.seed).choice(len(train.features), size=n, replace=False)
     feats = np.asarray(train.features[np.sort(rows)])
     value = rankme(feats)

@@ -111,15 +111,15 @@ def run_semisup(ctx) -> dict:
     if train_feats.multilabel:
         raise UserError(f"semisup fine-tunes a single-label classifier; {name} is multi-label")
     size = ctx.extractor.input_size
-    train_set, _ = ctx.build(name, tr, root, transform=train_transform(size, ctx.get("semisup_crop_scale", (0.08, 1.0))))
+    train_set, _ = ctx.build(name, tr, root, transform=train_transform(size, ctx.get("semisup_crop_scale")))
     test_set, _ = ctx.build(name, te, root, transform=eval_transform(size, ctx.get("crop_pct")))
-    fractions = [float(f) for f in ctx.get("semisup_fractions", (0.01, 0.1))]
-    lrs = [float(v) for v in ctx.get("semisup_lrs", (0.1, 0.01, 0.001))]
-    mults = [float(v) for v in ctx.get("semisup_head_mults", (1, 10, 100))]
-    kw = dict(epochs=int(ctx.get("semisup_epochs", 20)), milestones=tuple(ctx.get("semisup_milestones", (0.6, 0.8))),
-              gamma=float(ctx.get("semisup_gamma", 0.2)), batch_size=int(ctx.get("semisup_batch_size", 256)),
-              weight_decay=float(ctx.get("semisup_weight_decay", 0.0)), seed=ctx.seed,
-              device=pick_device(str(ctx.cfg.get("run", {}).get("device", "cpu"))))
+    fractions = [float(f) for f in ctx.get("semisup_fractions")]
+    lrs = [float(v) for v in ctx.get("semisup_lrs")]
+    mults = [float(v) for v in ctx.get("semisup_head_mults")]
+    kw = dict(epochs=int(ctx.get("semisup_epochs")), milestones=tuple(ctx.get("semisup_milestones")),
+              gamma=float(ctx.get("semisup_gamma")), batch_size=int(ctx.get("semisup_batch_size")),
+              weight_decay=float(ctx.get("semisup_weight_decay")), seed=ctx.seed,
+              device=pick_device(str(ctx.cfg["run"]["device"])))
     per_fraction = {}
     grid = list(itertools.product(fractions, lrs, mults))
     for frac, lr, mult in tqdm(grid, desc="semisup", disable=None, leave=False):

@@ -161,8 +161,8 @@ def svm_protocol(train: Features, test: Features, costs: Sequence[float] = (0.01
 @PROTOCOLS.register("svm")
 def run_svm(ctx) -> dict:
     name, root, train, test = ctx.svm_pair()  # dataset chosen by context.svm_dataset, capped per split
-    res = svm_protocol(train, test, costs=ctx.get("svm_costs", (0.01, 0.1, 1.0, 10.0)),
-                       folds=int(ctx.get("svm_folds", 3)), seed=ctx.seed, n_jobs=ctx.jobs,
-                       default_cost=float(ctx.get("svm_default_cost", 1.0)))
+    res = svm_protocol(train, test, costs=ctx.get("svm_costs"),
+                       folds=int(ctx.get("svm_folds")), seed=ctx.seed, n_jobs=ctx.jobs,
+                       default_cost=float(ctx.get("svm_default_cost")))
     res["details"]["max_images"] = dict(zip(("train", "test"), ctx.svm_caps()))  # 0: no cap
     return dict(res, **ctx.source(name, root, train, test))

@@ -8,7 +8,7 @@ from .registry import PROTOCOLS
 
 @PROTOCOLS.register("transfer")
 def run_transfer(ctx) -> dict:
-    name = ctx.get("transfer_dataset", "digits")
-    root = ctx.get("transfer_root", None) or None
+    name = ctx.get("transfer_dataset")
+    root = ctx.get("transfer_root") or None
     train, test = ctx.pair(name, root, prefix="transfer_")
     return dict(train_linear(train, test, **linear_kwargs(ctx)), **ctx.source(name, root, train, test))
