@@ -197,7 +197,7 @@ EVAL = {
 }
 
 EXPORT = {
-    "formats": option(["onnx", "onnx-packed", "tvm"], list, item=str,
+    "formats": option(["bssl", "onnx", "onnx-packed", "tvm"], list, item=str,
                       choices=("onnx", "onnx-packed", "tvm", "lce", "bssl")),
     "tvm_targets": option(["x86-64"], list, item=str),
     "batch": option(1, help="batch size the TVM libraries are built for", min=1),
@@ -205,7 +205,7 @@ EXPORT = {
 }
 
 BENCH = {
-    "backends": option(["torch", "onnxruntime", "onnxruntime-int8", "kernels", "tvm", "lce"], list, item=str),
+    "backends": option(["runtime", "torch", "onnxruntime", "onnxruntime-int8", "kernels", "tvm", "lce"], list, item=str),
     "warmup": option(5, min=0),
     "runs": option(30, min=1),
     "threads": option(1, min=1),
