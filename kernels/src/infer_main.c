@@ -398,7 +398,7 @@ int main(int argc, char **argv) {
       for (long k = 0; k < top; k++) {
         printf("%s{\"class\": %d, \"name\": ", k ? ", " : "", idx[k]);
         json_string(bssl_model_class_name(m, idx[k]));
-        printf(", \"logit\": %.6g}", lg[idx[k]]);
+        printf(", \"logit\": %.9g}", lg[idx[k]]);
       }
       printf("]}");
     } else {

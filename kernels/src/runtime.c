@@ -7,6 +7,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +308,7 @@ static int parse_tensors(bssl_model *m, uint64_t toff, uint64_t doff, uint64_t d
     if (t->dtype == DT_F32) {
       t->f = (float *)t->raw; /* aligned: file buffer and offsets are 64-byte aligned */
     } else if (t->dtype == DT_F16) {
+      if ((uint64_t)count * 4 > (uint64_t)SIZE_MAX) return rt_fail(BSSL_RT_ENOMEM, "tensor %u: too large for this machine", i);
       t->f = (float *)malloc((size_t)count * 4);
       if (!t->f) return rt_fail(BSSL_RT_ENOMEM, "out of memory (tensor %u)", i);
       t->owned = 1;
@@ -719,6 +721,8 @@ static int plan(bssl_model *m) {
   free(order);
   free(placed);
   if (total > ((int64_t)1 << 40)) return rt_fail(BSSL_RT_EFORMAT, "activation memory of %lld bytes is unreasonable", (long long)total);
+  if ((uint64_t)total > (uint64_t)SIZE_MAX / 2)
+    return rt_fail(BSSL_RT_ENOMEM, "activation memory of %lld bytes does not fit this machine's address space", (long long)total);
   m->arena_bytes = total;
   int32_t maxc = 1;
   for (uint32_t i = 0; i < m->n_ops; i++)
@@ -835,7 +839,8 @@ int bssl_model_load_memory(const void *data, size_t size, bssl_model **out) {
   if (!out) return rt_fail(BSSL_RT_EARG, "load: NULL output pointer");
   *out = NULL;
   if (!data && size) return rt_fail(BSSL_RT_EARG, "load: NULL data");
-  if (size > ((size_t)1 << 40)) return rt_fail(BSSL_RT_EFORMAT, "model of %zu bytes is too large", size);
+  const uint64_t nbytes = size; /* 64-bit on every target, so 32-bit builds compare without warnings */
+  if (nbytes > ((uint64_t)1 << 40)) return rt_fail(BSSL_RT_EFORMAT, "model of %zu bytes is too large", size);
   bssl_model *m = (bssl_model *)calloc(1, sizeof *m);
   if (!m) return rt_fail(BSSL_RT_ENOMEM, "out of memory");
   if (posix_memalign((void **)&m->file, 64, size ? size : 64)) {
