@@ -220,6 +220,18 @@ static float *load_pnm(const unsigned char *b, size_t n, const bssl_model *m, ch
   return out;
 }
 
+/* peak resident set (VmHWM, kB) of this process; -1 where /proc is missing */
+static long peak_rss_kb(void) {
+  FILE *fh = fopen("/proc/self/status", "r");
+  if (!fh) return -1;
+  char line[256];
+  long kb = -1;
+  while (fgets(line, sizeof line, fh))
+    if (strncmp(line, "VmHWM:", 6) == 0) kb = strtol(line + 6, NULL, 10);
+  fclose(fh);
+  return kb;
+}
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -257,6 +269,7 @@ static long parse_pos(const char *s, const char *what, int *ok) {
 }
 
 int main(int argc, char **argv) {
+  const long start_rss_kb = peak_rss_kb(); /* the empty process: before the model is loaded */
   const char *model_path = NULL, *input = NULL;
   long threads = 1, repeat = 1, top = 5;
   int json = 0, ok = 1;
@@ -410,7 +423,7 @@ int main(int argc, char **argv) {
     }
   }
   if (json)
-    printf("]}\n");
+    printf("], \"start_rss_kb\": %ld, \"peak_rss_kb\": %ld}\n", start_rss_kb, peak_rss_kb());
   else
     printf("latency p50 %.3f ms (min %.3f, max %.3f) over %ld run%s, batch 1\n", p50, lat[0], lat[repeat - 1], repeat,
            repeat > 1 ? "s" : "");
