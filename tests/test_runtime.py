@@ -182,7 +182,6 @@ def test_model_metadata(small_model, tmp_path):
 
 def _corrupt_cases(data: bytes):
     h = read_header(data)
-    b = bytearray(data)
     cases = {}
     cases["empty"] = (b"", "too short")
     cases["bad magic"] = (b"XSSLMODL" + data[8:], "bad magic")
@@ -206,7 +205,6 @@ def _corrupt_cases(data: bytes):
     s = bytearray(data)  # value 1 (the stem output) loses channels
     s[h["values_off"] + 16:h["values_off"] + 20] = struct.pack("<I", 7)
     cases["shape"] = (reseal(bytes(s)), "op 0")
-    del b
     return cases
 
 

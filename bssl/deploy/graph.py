@@ -12,7 +12,7 @@ Supported: ReActNet-A/B/C (`bssl.models.ReActNet`), Bi-Real-18 and ReActNet-18
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
