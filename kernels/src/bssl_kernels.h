@@ -112,7 +112,7 @@ BSSL_API int bssl_bgemm(const uint64_t *a, int64_t m, int32_t kw, const uint64_t
  *   for each bits[i]: sign bit of (y + bits[i].bias[o]) into the one-padded packed buffer
  *     bits[i].dst of shape (n, hp, wp, cw), pixel (b, oy + pad, ox + pad), as the 32-bit half
  *     word32 + o / 32 of that pixel's words (each 32-channel block stores its own half word).
- * Every pointer but mul, add and out (or pool, below) may be NULL (step skipped). The caller zeroes dst once
+ * Every pointer but mul, add and out may be NULL (step skipped). The caller zeroes dst once
  * (frame and channel tail) and keeps word32 * 32 + O within the buffer's channels. */
 typedef struct {
   const float *bias;
@@ -132,12 +132,6 @@ typedef struct {
   int32_t out_stride, out_off;
   int32_t nbits;
   bssl_bits_out bits[2];
-  /* pool != NULL: instead of storing y to out, add it to the 2x2 sum of its pixel,
-   * pool[((b * pool_h + oy / 2) * pool_w + ox / 2) * out_stride + out_off + o] (pixels past
-   * 2 * pool_h or 2 * pool_w are dropped, as a floor-mode 2x2 average pool drops them); the
-   * caller zeroes pool first and runs one thread, so each sum adds its 4 pixels in raster order */
-  float *pool;
-  int32_t pool_h, pool_w;
 } bssl_fused_epilogue;
 
 /* Binary conv2d on an input that is already one-padded (x: (n, hp, wp, cw); no padding is

@@ -446,14 +446,12 @@ int bssl_bconv2d_fused(const uint64_t *x, int32_t n, int32_t hp, int32_t wp, int
                 n, hp, wp, cw, out_channels, kh, kw, stride, threads);
   if (kreal % (kh * kw) != 0 || (kreal / (kh * kw) + 63) / 64 != cw)
     return fail(BSSL_EARG, "bconv2d_fused: kreal=%d is not kh*kw*C for a C packed into %d words", kreal, cw);
-  if (!x || !wblk || !ep || !ep->mul || !ep->add || (!ep->out && !ep->pool))
+  if (!x || !wblk || !ep || !ep->mul || !ep->add || !ep->out)
     return fail(BSSL_EARG, "bconv2d_fused: NULL input, weights, mul/add or output");
   if (ep->nbits < 0 || ep->nbits > 2) return fail(BSSL_EARG, "bconv2d_fused: nbits=%d (0..2)", ep->nbits);
   for (int i = 0; i < ep->nbits; i++)
     if (!ep->bits[i].dst || !ep->bits[i].bias) return fail(BSSL_EARG, "bconv2d_fused: NULL bits output %d", i);
   if (ep->corr && (!ep->corr_row || !ep->corr_col)) return fail(BSSL_EARG, "bconv2d_fused: correction without row/col classes");
-  if (ep->pool && (ep->pool_h < 0 || ep->pool_w < 0)) return fail(BSSL_EARG, "bconv2d_fused: bad pool size");
-  if (ep->pool) threads = 1; /* each 2x2 sum adds its pixels in raster order */
   if (n == 0) return 0;
   bssl_conv_args a;
   memset(&a, 0, sizeof a);
@@ -468,7 +466,7 @@ int bssl_bconv2d_fused(const uint64_t *x, int32_t n, int32_t hp, int32_t wp, int
   a.kreal = kreal;
   a.mul = ep->mul;
   a.add = ep->add;
-  a.out = ep->out ? (void *)ep->out : (void *)ep->pool;
+  a.out = ep->out;
   a.fused = ep;
   a.ho = (hp - kh) / stride + 1;
   a.wo = (wp - kw) / stride + 1;

@@ -80,9 +80,6 @@ typedef struct {
   float *mul, *add;   /* BCONV: fused transform */
   float *corr;        /* BCONV with zero padding: correction classes */
   int32_t *crow, *ccol, ccols;
-  uint32_t pool_into;  /* BCONV: value of a fused 2x2 average pool of its output, or NONE */
-  int pool_zero;       /* BCONV: the first producer zeroes that pool's sums */
-  int pool_fused;      /* AVGPOOL: its sums are made by the producers (one thread) */
 } rop;
 
 struct bssl_model {
@@ -586,7 +583,6 @@ static int plan(bssl_model *m) {
     m->values[v].last = -1;
   }
   int nbconv = 0;
-  for (uint32_t i = 0; i < m->n_ops; i++) m->ops[i].pool_into = NONE;
   for (uint32_t i = 0; i < m->n_ops; i++) {
     rop *op = &m->ops[i];
     const int step = (int)i + 1;
@@ -636,33 +632,6 @@ static int plan(bssl_model *m) {
     }
     op->pk = m->npacks++;
   }
-  /* A 2x2/2 average pool whose input only feeds it and binary convs that take their signs from
-   * the producers' epilogue: with one thread the producers add each output into its pool's sum
-   * and the full-size float map is never written (with more threads it is, and pooled as usual:
-   * the same sums, in the same order). */
-  for (uint32_t i = 0; i < m->n_ops; i++) {
-    rop *pl = &m->ops[i];
-    if (pl->type != OP_AVGPOOL || pl->f[3] != 2 || pl->f[4] != 2) continue;
-    const uint32_t v = pl->f[1];
-    int ok = v != 0 && v != m->features_value && v != m->logits_value, first = -1;
-    for (uint32_t j = 0; j < m->n_ops && ok; j++) {
-      const rop *q = &m->ops[j];
-      if (q->f[2] == v) {
-        ok = q->type == OP_BCONV;
-        if (first < 0) first = (int)j;
-      }
-      if (j == i) continue;
-      const int reads = q->f[1] == v, res = (q->type == OP_BCONV && q->f[14] == v) || (q->type == OP_CONV && q->f[11] == v);
-      if (res || (reads && !(q->type == OP_BCONV && m->packs[q->pk].fused))) ok = 0;
-    }
-    if (!ok || first < 0) continue;
-    pl->pool_fused = 1;
-    for (uint32_t j = 0; j < i; j++)
-      if (m->ops[j].f[2] == v) m->ops[j].pool_into = pl->f[2];
-    m->ops[first].pool_zero = 1;
-    if (m->values[pl->f[2]].first > first + 1) m->values[pl->f[2]].first = first + 1;
-  }
-
   /* arena: first fit by decreasing size among buffers whose lifetimes overlap */
   const int nitems = (int)m->n_values + m->npacks;
   int *order = (int *)malloc((size_t)nitems * sizeof(int));
@@ -1163,14 +1132,6 @@ static int run_bconv(bssl_model *m, const rop *op) {
   ep.out = vptr(m, f[2]);
   ep.out_stride = m->values[f[2]].c;
   ep.out_off = off;
-  if (op->pool_into != NONE && m->threads == 1) {
-    const rvalue *u = &m->values[op->pool_into];
-    if (op->pool_zero) memset(vptr(m, op->pool_into), 0, (size_t)u->bytes);
-    ep.out = NULL;
-    ep.pool = vptr(m, op->pool_into);
-    ep.pool_h = u->h;
-    ep.pool_w = u->w;
-  }
   ep.nbits = op->nbits;
   for (int i = 0; i < op->nbits; i++) {
     const rpacked *q = &m->packs[op->bits[i]];
@@ -1226,15 +1187,6 @@ int bssl_model_run(bssl_model *m, const float *x, int32_t n, float *logits, floa
           break;
         }
         case OP_AVGPOOL:
-          if (op->pool_fused && m->threads == 1) { /* the producers made the sums: average them */
-            const rvalue *u = &m->values[op->f[2]];
-            float *o = vptr(m, op->f[2]);
-            const float inv = 1.0f / (float)(op->f[3] * op->f[3]);
-            for (int64_t q = 0; q < (int64_t)u->h * u->w * u->c; q++) o[q] *= inv;
-          } else {
-            run_pool(m, op);
-          }
-          break;
         case OP_MAXPOOL: run_pool(m, op); break;
         case OP_GAP: run_gap(m, op); break;
         case OP_LINEAR: run_linear(m, op); break;

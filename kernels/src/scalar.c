@@ -54,16 +54,10 @@ void bssl_epilogue(const bssl_conv_args *a, int32_t ob, const int32_t *pop, int3
       const int32_t oy = (int32_t)(pix % hw / a->wo), ox = (int32_t)(pix % hw % a->wo);
       const int32_t *pm = pop + m * BSSL_BLOCK_O;
       uint32_t bits[2] = {0, 0};
-      float *o = e->pool ? NULL : e->out + pix * e->out_stride + e->out_off + o0;
-      float *pl = e->pool && oy / 2 < e->pool_h && ox / 2 < e->pool_w
-                      ? e->pool + ((b * e->pool_h + oy / 2) * e->pool_w + ox / 2) * e->out_stride + e->out_off + o0
-                      : NULL;
+      float *o = e->out + pix * e->out_stride + e->out_off + o0;
       for (int32_t j = 0; j < nj; j++) {
         const float y = bssl_fused_value(e, o0 + j, a->out_channels, pm[j], pix, oy, ox);
-        if (o)
-          o[j] = y;
-        else if (pl)
-          pl[j] += y;
+        o[j] = y;
         for (int32_t i = 0; i < e->nbits; i++)
           bits[i] |= (uint32_t)(y + e->bits[i].bias[o0 + j] < 0.0f) << j;
       }

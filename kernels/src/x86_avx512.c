@@ -52,7 +52,6 @@ static inline __attribute__((always_inline)) void fused_avx512(const bssl_conv_a
   const float *const mul = e->mul, *const add = e->add, *const res = e->res, *const corr = e->corr;
   const float *const bin = e->bias_in, *const slope = e->slope, *const bout = e->bias_out;
   const int nbits = e->nbits;
-  float *const pool = e->pool;
   const float *const nb0 = nbits > 0 ? e->bits[0].bias : NULL, *const nb1 = nbits > 1 ? e->bits[1].bias : NULL;
   const int64_t hw = (int64_t)ho * wo;
   int64_t b = pix0 / hw;
@@ -62,12 +61,7 @@ static inline __attribute__((always_inline)) void fused_avx512(const bssl_conv_a
   uint8_t *bp0[MR], *bp1[MR];
   for (int32_t m = 0; m < mv; m++) {
     const int64_t pix = pix0 + m;
-    if (!pool)
-      op[m] = e->out + pix * e->out_stride + e->out_off + o0;
-    else /* the pixel's 2x2 sum, or nothing for a dropped last row / column */
-      op[m] = oy / 2 < e->pool_h && ox / 2 < e->pool_w
-                  ? pool + ((b * e->pool_h + oy / 2) * e->pool_w + ox / 2) * e->out_stride + e->out_off + o0
-                  : NULL;
+    op[m] = e->out + pix * e->out_stride + e->out_off + o0;
     rp[m] = res ? res + pix * e->res_stride + o0 : NULL;
     cp[m] = corr ? corr + ((int64_t)e->corr_row[oy] * e->corr_cols + e->corr_col[ox]) * O + o0 : NULL;
     bp0[m] = nbits > 0 ? (uint8_t *)(bssl_fused_bits_at(&e->bits[0], b, oy, ox) + ob) : NULL;
@@ -104,10 +98,7 @@ static inline __attribute__((always_inline)) void fused_avx512(const bssl_conv_a
       if (bin) y = _mm256_add_ps(y, bi);
       if (slope) y = _mm256_mask_mul_ps(y, _mm256_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, sl);
       if (bout) y = _mm256_add_ps(y, bo);
-      if (!pool)
-        _mm256_mask_storeu_ps(op[m] + 8 * v, k, y);
-      else if (op[m])
-        _mm256_mask_storeu_ps(op[m] + 8 * v, k, _mm256_add_ps(_mm256_maskz_loadu_ps(k, op[m] + 8 * v), y));
+      _mm256_mask_storeu_ps(op[m] + 8 * v, k, y);
       if (nb0) bp0[m][v] = (uint8_t)_mm256_mask_cmp_ps_mask(k, _mm256_add_ps(y, n0), zero, _CMP_LT_OQ);
       if (nb1) bp1[m][v] = (uint8_t)_mm256_mask_cmp_ps_mask(k, _mm256_add_ps(y, n1), zero, _CMP_LT_OQ);
     }

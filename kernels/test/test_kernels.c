@@ -186,32 +186,17 @@ done_direct:;
     e.out_stride = ostride;
     e.out_off = off;
     e.nbits = 2;
-    const int ph = ho / 2, pw = wo / 2;
-    const size_t pbytes = 4 * (size_t)s->n * (ph ? ph : 1) * (pw ? pw : 1) * ostride;
-    float *v0 = malloc(fbytes), *pref = malloc(pbytes), *pgot = malloc(pbytes);
-    for (int variant = 0; variant < 3; variant++) {
+    for (int variant = 0; variant < 2; variant++) {
       if (variant == 1) { /* the sparse form: no correction, residual or activation */
         e.corr = NULL;
         e.res = NULL;
         e.bias_in = e.slope = e.bias_out = NULL;
         e.nbits = 1;
       }
-      if (variant == 2) { /* everything again, summed into 2x2 pools instead of stored */
-        e.corr = corr;
-        e.res = res;
-        e.bias_in = bin;
-        e.slope = sl;
-        e.bias_out = bo;
-        e.nbits = 2;
-        e.pool_h = ph;
-        e.pool_w = pw;
-      }
       bssl_isa_set(0);
       memset(fref, 0, fbytes);
       memset(bref, 0, 2 * bbytes);
-      memset(pref, 0, pbytes);
       e.out = fref;
-      e.pool = variant == 2 ? pref : NULL;
       e.bits[0] = (bssl_bits_out){nb0, bref, ho + 2, wo + 2, pad2, ncw, off / 32};
       e.bits[1] = (bssl_bits_out){nb1, bref + bbytes / 8, ho + 2, wo + 2, pad2, ncw, off / 32};
       CHECK(bssl_bconv2d_fused(xp, s->n, hp, wp, cw, wb, s->o, s->k, s->k, s->stride, kreal, &e, 1) == 0,
@@ -235,38 +220,22 @@ done_direct:;
           if (g_fail) break;
         }
       }
-      if (variant == 0) memcpy(v0, fref, fbytes);
-      if (variant == 2) { /* each pool holds ((a + b) + c) + d of the stored variant's pixels, raster order */
-        for (int b = 0; b < s->n && !g_fail; b++)
-          for (int py = 0; py < ph; py++)
-            for (int px = 0; px < pw; px++)
-              for (int o = 0; o < s->o; o++) {
-                float sum = 0.0f;
-                for (int dy = 0; dy < 2; dy++)
-                  for (int dx = 0; dx < 2; dx++)
-                    sum += v0[(((int64_t)b * ho + 2 * py + dy) * wo + 2 * px + dx) * ostride + off + o];
-                CHECK(pref[(((int64_t)b * ph + py) * pw + px) * ostride + off + o] == sum, "pooled sum differs");
-              }
-      }
       for (int i = 0; i < nisa; i++) {
         bssl_isa_set(isas[i]);
         memset(fgot, 0, fbytes);
         memset(bgot, 0, 2 * bbytes);
-        memset(pgot, 0, pbytes);
-        e.pool = variant == 2 ? pgot : NULL;
         e.out = fgot;
         e.bits[0].dst = bgot;
         e.bits[1].dst = bgot + bbytes / 8;
         CHECK(bssl_bconv2d_fused(xp, s->n, hp, wp, cw, wb, s->o, s->k, s->k, s->stride, kreal, &e, s->threads) == 0,
               "fused %s: %s", bssl_isa_name(isas[i]), bssl_last_error());
-        CHECK(memcmp(fref, fgot, fbytes) == 0 && memcmp(bref, bgot, 2 * bbytes) == 0 &&
-                  (variant != 2 || memcmp(pref, pgot, pbytes) == 0),
+        CHECK(memcmp(fref, fgot, fbytes) == 0 && memcmp(bref, bgot, 2 * bbytes) == 0,
               "fused %s differs from scalar (variant %d n=%d h=%d w=%d c=%d o=%d k=%d stride=%d off=%d threads=%d)",
               bssl_isa_name(isas[i]), variant, s->n, s->h, s->w, s->c, s->o, s->k, s->stride, off, s->threads);
       }
     }
     free(xp); free(res); free(bin); free(sl); free(bo); free(nb0); free(nb1); free(corr); free(crow); free(ccol);
-    free(fref); free(fgot); free(flt); free(bref); free(bgot); free(v0); free(pref); free(pgot);
+    free(fref); free(fgot); free(flt); free(bref); free(bgot);
   }
 
   /* GEMM: rows of the activations times (O, C) weights equals the 1x1 convolution */
