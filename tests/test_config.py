@@ -147,3 +147,17 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path):
     assert not out.exists()
     r = _bssl("config", "show", "--preset", "smoke", "--set", "teacher.epochs=2")
     assert r.returncode == 0 and "epochs = 2  # --set" in r.stdout
+
+
+def test_run_on_a_bad_photo_folder_stops_before_any_folder_is_made(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "photos" / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "photos" / split / "cat" / "0.jpg")
+    out = tmp_path / "run"
+    r = _bssl("run", "--preset", "smoke", "--dataset", "imagefolder", "--data-root", str(tmp_path / "photos"),
+              "--out", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "has a single class" in r.stderr
+    assert not out.exists()
