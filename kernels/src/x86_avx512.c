@@ -63,6 +63,12 @@ static inline __attribute__((always_inline)) void fused_avx512(const bssl_conv_a
     const int64_t pix = pix0 + m;
     op[m] = e->out + pix * e->out_stride + e->out_off + o0;
     rp[m] = res ? res + pix * e->res_stride + o0 : NULL;
+    if (res) { /* the residual of the next tile's pixel (a strided stream); a prefetch never faults,
+                  and integer addresses keep past-the-end pointers out of the C arithmetic */
+      const uintptr_t next = (uintptr_t)rp[m] + (uintptr_t)MR * (uintptr_t)e->res_stride * sizeof(float);
+      _mm_prefetch((const char *)next, _MM_HINT_T0);
+      _mm_prefetch((const char *)(next + 64), _MM_HINT_T0);
+    }
     cp[m] = corr ? corr + ((int64_t)e->corr_row[oy] * e->corr_cols + e->corr_col[ox]) * O + o0 : NULL;
     bp0[m] = nbits > 0 ? (uint8_t *)(bssl_fused_bits_at(&e->bits[0], b, oy, ox) + ob) : NULL;
     bp1[m] = nbits > 1 ? (uint8_t *)(bssl_fused_bits_at(&e->bits[1], b, oy, ox) + ob) : NULL;
