@@ -18,13 +18,7 @@ from bssl.errors import UserError
 from test_datasets_real import make_cifar10, make_stl10, make_voc2007
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_tree(root: Path, splits=("train", "val"), classes=("cat", "dog", "fish"), per_class=10, size=8, seed=0):

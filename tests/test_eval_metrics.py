@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from bssl.errors import UserError
 from bssl.eval.features import Features, check_finite
@@ -13,13 +12,7 @@ from bssl.eval.metrics import average_precision, mean_average_precision, rankme,
 from bssl.eval.svm import svm_protocol
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_average_precision_matches_hand_computed_envelope():

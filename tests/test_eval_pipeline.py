@@ -14,13 +14,7 @@ from bssl.eval import OnnxExtractor, TorchExtractor, evaluate, load_feature_extr
 from bssl.eval.context import EvalContext
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_net(seed=0):

@@ -8,13 +8,7 @@ import torch
 from test_datasets_real import make_cifar10, make_cifar100, make_imagefolder, make_stl10, make_voc2007
 from test_eval_pipeline import _cli, tiny_net
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = ["--preset", "smoke", "--set", "eval.jobs=1", "--set", "eval.linear_epochs=2", "--set", "eval.knn_k=5",
