@@ -569,10 +569,12 @@ def evaluate_accuracy(model: os.PathLike | str, cfg: Dict[str, Any], out_dir: os
     by the classifier's metadata, is reported beside. Writes eval.json / eval.md like `bssl eval`."""
     from torch.utils.data import DataLoader
 
+    from .config import validate
     from .eval import EvalContext, eval_splits, format_table
     from .eval.metrics import topk_accuracy
     from .utils import atomic_path, code_version, write_json
 
+    cfg = validate(cfg)  # a partial dict from Python gets the declared defaults
     pred = load_predictor(model)
     pred.require_classes()
     other = load_predictor(compare) if compare is not None else None
