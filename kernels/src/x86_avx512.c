@@ -62,6 +62,11 @@ static inline __attribute__((always_inline)) void fused_avx512(const bssl_conv_a
   for (int32_t m = 0; m < mv; m++) {
     const int64_t pix = pix0 + m;
     op[m] = e->out + pix * e->out_stride + e->out_off + o0;
+    { /* and the output lines it will write, fetched for ownership early */
+      const uintptr_t next = (uintptr_t)op[m] + (uintptr_t)MR * (uintptr_t)e->out_stride * sizeof(float);
+      _mm_prefetch((const char *)next, _MM_HINT_ET0);
+      _mm_prefetch((const char *)(next + 64), _MM_HINT_ET0);
+    }
     rp[m] = res ? res + pix * e->res_stride + o0 : NULL;
     if (res) { /* the residual of the next tile's pixel (a strided stream); a prefetch never faults,
                   and integer addresses keep past-the-end pointers out of the C arithmetic */
