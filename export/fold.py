@@ -137,12 +137,12 @@ class WithFeatures(nn.Module):
 
 
 def _replace_units(model: nn.Module, packed: bool) -> int:
-    """Swap every BinaryConvBN for its folded form; RPReLU input biases that fold_student absorbs
-    into units' shifts leave PReLU + output bias behind, as in every other packed consumer."""
+    """Swap every BinaryConvBN for its folded form (RPReLUs keep their input bias: see fold_student)."""
     units = binary_units(model)
     folded = None
     if packed or all(u.conv.binary_weights for _, u in units):
-        folded = fold_student(model)  # UserError for stage-1 units when packed
+        # the graph runs op by op: RPReLUs keep their input bias, in the student's order of adds
+        folded = fold_student(model, absorb_rprelu=False)  # UserError for stage-1 units when packed
     for name, unit in units:
         f = folded[name] if folded is not None else None
         model.set_submodule(name, (PackedBinaryConv if packed else FoldedBinaryConv)(unit, name, f))

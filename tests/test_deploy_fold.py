@@ -220,10 +220,10 @@ def _same(a: FoldedUnit, b: FoldedUnit) -> bool:
 
 def test_export_carries_exactly_the_folded_numbers():
     from bssl.export import fold as efold
-    from bssl.deploy.fold import PReLUOut
 
     m = _student("reactnet-a", seed=4)
-    folded = fold_student(m)
+    folded = fold_student(m, absorb_rprelu=False)  # op-by-op graphs keep the RPReLU input biases
+    assert not folded.absorbed
     packed = efold.load_student_model(m)
     efold._replace_units(packed, packed=True)
     mods = {n: mod for n, mod in packed.named_modules() if isinstance(mod, efold.PackedBinaryConv)}
@@ -233,7 +233,7 @@ def test_export_carries_exactly_the_folded_numbers():
         assert np.array_equal(mod.wbits.numpy(), f.weight_bytes())
         assert np.array_equal(mod.scale.numpy(), f.scale) and np.array_equal(mod.shift.numpy(), f.shift)
         assert np.array_equal(mod.bias.numpy(), f.rsign_bias)
-    assert all(isinstance(packed.get_submodule(a), PReLUOut) for a in folded.absorbed)
+    assert all(isinstance(packed.get_submodule(a), RPReLU) for a in fold_student(m).absorbed)
     # the standard-op form uses the same scale and signs
     std = efold.load_student_model(m)
     efold._replace_units(std, packed=False)
@@ -310,7 +310,7 @@ def test_lce_graph_carries_the_folded_numbers():
     from bssl.export import lce
 
     m = _student("reactnet-a", seed=8)
-    folded = list(fold_student(m))
+    folded = list(fold_student(m, absorb_rprelu=False))  # an op-by-op graph, as every export
     spec, arrays = lce.graph_spec(m, 32)
     bconvs = [op for op in spec["ops"] if op["op"] == "bconv"]
     assert len(bconvs) == len(folded)

@@ -251,8 +251,13 @@ def binary_units(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
-def fold_student(model: nn.Module) -> FoldedStudent:
-    """Fold every BinaryConvBN of a student (eval statistics), RPReLU input biases absorbed."""
+def fold_student(model: nn.Module, absorb_rprelu: bool = True) -> FoldedStudent:
+    """Fold every BinaryConvBN of a student (eval statistics).
+
+    `absorb_rprelu`: move the input bias of an RPReLU that follows units into their shifts (a fused
+    epilogue saves an add). Op-by-op export graphs keep it where the student has it: absorbing it there
+    saves nothing and changes the order of the float adds before the next sign, which flips signs of
+    inputs within rounding of zero more often than the student's own order does."""
     units = binary_units(model)
     if not units:
         raise UserError(f"{type(model).__name__} has no bssl.nn.BinaryConvBN unit: nothing to fold "
@@ -260,7 +265,7 @@ def fold_student(model: nn.Module) -> FoldedStudent:
     names = {n for n, _ in units}
     extra: Dict[str, np.ndarray] = {}
     absorbed: Dict[str, Tuple[str, ...]] = {}
-    for act_name, act, parts in _absorption(model):
+    for act_name, act, parts in (_absorption(model) if absorb_rprelu else ()):
         if not all(u in names for u, _ in parts):
             continue
         bias_in = act.bias_in.detach().cpu().double().numpy()
