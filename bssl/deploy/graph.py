@@ -2,7 +2,7 @@
 
 `lower_student(model, input_size)` returns a `Graph`: values (float NHWC maps), ops with fused
 epilogues and their tensors. The binary units come folded from `fold_student` (scale, shift,
-packed sign(W), the RPReLU input biases it absorbed); this module only places them in the graph
+packed sign(W)); this module only places them in the graph
 and folds the FP convolutions' BatchNorms (`bn_affine`) into their weights.
 
 Supported: ReActNet-A/B/C (`bssl.models.ReActNet`), Bi-Real-18 and ReActNet-18
@@ -251,7 +251,10 @@ def lower_student(model: nn.Module, input_size: Optional[int] = None, *, folded:
     spec = getattr(model, "spec", None) or {}
     size = int(input_size or spec.get("input_size") or 224)
     model = model.eval()
-    folded = folded if folded is not None else fold_student(model)
+    # RPReLU input biases stay in the epilogue after the residual, as the student adds them: the
+    # same float order before each sign, so fewer signs of inputs within rounding of 0 flip (measured:
+    # ReActNet-A 32 px from 99.6% to 100% of inputs within 1e-3 of the logit range); one add more
+    folded = folded if folded is not None else fold_student(model, absorb_rprelu=False)
     g = Graph(name=str(spec.get("name", type(model).__name__)), input_shape=(in_channels, size, size))
     low = _Lowering(model, folded, g)
     v = g.value(in_channels, size, size)
