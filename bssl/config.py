@@ -202,6 +202,9 @@ EXPORT = {
     "tvm_targets": option(["x86-64"], list, item=str),
     "batch": option(1, help="batch size the TVM libraries are built for", min=1),
     "check_samples": option(8, help="random inputs compared with the PyTorch student after each export", min=1),
+    "float16": option(False, bool, help="bssl format: store the float parts (FP conv and FC weights, biases, "
+                                        "scales, shifts) as float16, converted to float32 at load; binary weights "
+                                        "stay bits"),
 }
 
 BENCH = {

@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check-samples", type=int, default=None,
                    help="random inputs compared against the PyTorch student after export, 0 to skip "
                         "(default [export].check_samples)")
+    p.add_argument("--float16", action="store_true", default=None,
+                   help="bssl: store the float parts as float16 (about 40%% smaller for ReActNet-A; converted to "
+                        "float32 at load, so results differ from the float32 file by float16 rounding; "
+                        "default [export].float16)")
     p.add_argument("--larq-python", type=Path, default=None,
                    help="lce: python of the larq environment (default .larq-venv/bin/python)")
     add_report_argument(p)
@@ -63,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             opts = {"check_samples": check}
             if fmt == "tvm":
                 opts["batch"] = args.batch or int(cfg["batch"])
+            if fmt == "bssl":
+                opts["float16"] = bool(args.float16) if args.float16 is not None else bool(cfg["float16"])
             if fmt == "lce" and args.larq_python:
                 opts["larq_python"] = args.larq_python
             res = export_model(args.checkpoint, fmt, out, target=target, **opts)
