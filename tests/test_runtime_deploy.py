@@ -57,3 +57,75 @@ def test_export_cli_float16(tmp_path):
     assert f16.stat().st_size < f32.stat().st_size
     report = json.loads((tmp_path / "f16" / "export.json").read_text())
     assert report["exports"][0]["float16"] is True and report["exports"][0]["equivalence"]["top1_agreement"] >= 0.875
+
+
+def _eval_cfg():
+    from bssl.config import load_preset
+
+    cfg = load_preset("smoke")
+    cfg["data"].update(num_train=96, num_test=64)
+    cfg["eval"].update(knn_k=10, linear_epochs=3, jobs=1, threads=1)
+    return cfg
+
+
+def test_eval_through_bssl_file_matches_student(tmp_path):
+    """kNN and linear probe on a tiny dataset through model.bssl (native runtime features) give the
+    student's numbers: the runtime's features differ from PyTorch's only by float rounding
+    (docs/model-format.md), which can move a sample's sign bit, so a kNN vote may flip for an
+    input or two and the linear probe (trained by SGD on the features) moves by about as much."""
+    from bssl.eval import evaluate, load_feature_extractor
+    from bssl.eval.features import RuntimeExtractor, TorchExtractor
+    from bssl.export import export_model
+
+    m = student()
+    ckpt = tmp_path / "student.pt"
+    save_student(ckpt, m, {"data": {"image_size": 32}})
+    export_model(ckpt, "bssl", tmp_path / "exp", check_samples=0)
+    path = tmp_path / "exp" / "model.bssl"
+    ex_rt, ex_pt = load_feature_extractor(path), load_feature_extractor(ckpt)
+    assert isinstance(ex_rt, RuntimeExtractor) and isinstance(ex_pt, TorchExtractor)
+    assert ex_rt.input_size == ex_pt.input_size == 32 and ex_rt.key != ex_pt.key
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    f_rt, f_pt = ex_rt(x), ex_pt(x)
+    assert f_rt.shape == f_pt.shape
+    rel = np.abs(f_rt - f_pt).max(axis=1) / np.abs(f_pt).max(axis=1)
+    assert np.median(rel) < 1e-4
+
+    cfg = _eval_cfg()
+    res_rt = evaluate(path, cfg, ["knn", "linear"], tmp_path / "e_rt")
+    res_pt = evaluate(ckpt, cfg, ["knn", "linear"], tmp_path / "e_pt")
+    n_test = cfg["data"]["num_test"]
+    for proto in ("knn", "linear"):
+        assert res_rt[proto]["metric"] == res_pt[proto]["metric"] == "top1"
+        a, b = res_rt[proto]["value"], res_pt[proto]["value"]
+        assert abs(a - b) <= 2 / n_test + 1e-9, (proto, a, b)
+
+    rc = main(["eval", "knn", "--checkpoint", str(path), "--preset", "smoke", "--out", str(tmp_path / "cli"),
+               "--set", "data.num_train=96", "--set", "data.num_test=64", "--set", "eval.knn_k=10"])
+    assert rc == 0
+    report = json.loads((tmp_path / "cli" / "eval.json").read_text())
+    assert report["results"]["knn"]["value"] == res_rt["knn"]["value"] and report["input_size"] == 32
+
+
+def test_bench_takes_a_bssl_file(tmp_path):
+    from bssl.bench.models import parse_model_ref
+    from bssl.bench.runner import run_benchmarks
+    from bssl.errors import UserError
+    from bssl.export import export_model
+
+    export_model(student(), "bssl", tmp_path, check_samples=0)
+    path = tmp_path / "model.bssl"
+    ref = parse_model_ref(str(path))
+    assert ref.kind == "bssl" and ref.name == "reactnet-a"
+    rep = run_benchmarks([str(path)], ["runtime", "torch"], input_size=32, runs=3, warmup=1, out_dir=tmp_path / "b",
+                         batch_sizes=(1,), progress=False, memory=False)
+    rows = {r["backend"]: r for r in rep["rows"]}
+    assert rows["runtime"]["status"] == "ok" and rows["runtime"]["bytes"] == path.stat().st_size
+    assert rows["runtime"]["artifact"] == str(path.resolve()) and rows["runtime"]["arch"] == "reactnet-a"
+    assert rows["torch"]["status"] == "skipped"
+    with pytest.raises(UserError, match="--input-size 32"):
+        run_benchmarks([str(path)], ["runtime"], input_size=64, runs=1, warmup=0, out_dir=tmp_path / "c",
+                       batch_sizes=(1,), progress=False, memory=False)
+    (tmp_path / "bad.bssl").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="not a model.bssl"):
+        parse_model_ref(str(tmp_path / "bad.bssl"))

@@ -4,7 +4,8 @@ A model reference is a string. Either a registered name with optional build opti
 ``reactnet-a``, ``reactnet-a:width=0.5,stem=small``, ``resnet18`` (a bssl student, else a
 torchvision classifier, random-initialised: fine for latency and memory, not for accuracy),
 or a path: a student / teacher checkpoint (``.pt``), an ONNX export (``.onnx``), a TVM module
-(``.so``) or an LCE flatbuffer (``.tflite``). Resolving a reference is deterministic (seeded), so
+(``.so``), an LCE flatbuffer (``.tflite``) or a native runtime file (``.bssl``, measured by the
+``runtime`` backend as it is; its name is the model name stored in the file). Resolving a reference is deterministic (seeded), so
 the worker process that measures memory rebuilds exactly the model the parent exported.
 """
 
@@ -20,12 +21,12 @@ import torch
 from ..errors import UserError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar")
-EXPORT_SUFFIXES = {".onnx": "onnx", ".so": "tvm", ".tflite": "tflite"}
+EXPORT_SUFFIXES = {".onnx": "onnx", ".so": "tvm", ".tflite": "tflite", ".bssl": "bssl"}
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A parsed model reference. `kind`: registered | student | teacher | onnx | onnx-packed | tvm | tflite."""
+    """A parsed model reference. `kind`: registered | student | teacher | onnx | onnx-packed | tvm | tflite | bssl."""
 
     text: str
     kind: str
@@ -114,7 +115,8 @@ def _parse_path(path: Path, text: str) -> ModelRef:
     suffix = path.suffix.lower()
     if suffix in EXPORT_SUFFIXES:
         kind = _check_export(path, EXPORT_SUFFIXES[suffix])
-        return ModelRef(text=text, kind=kind, name=path.stem, path=str(path.resolve()))
+        name = bssl_model_info(path)["model"] if kind == "bssl" else path.stem
+        return ModelRef(text=text, kind=kind, name=name or path.stem, path=str(path.resolve()))
     from ..utils import load_checkpoint
 
     try:
@@ -155,11 +157,36 @@ def _check_export(path: Path, kind: str) -> str:
         head = path.read_bytes()[:4]
         if head != b"\x7fELF":
             raise UserError(f"model file {path} is not a shared library (no ELF header); pass a .so written by `bssl export --format tvm`")
+    elif kind == "bssl":
+        bssl_model_info(path)
     elif kind == "tflite":
         head = path.read_bytes()[:8]
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise UserError(f"model file {path} is not a TFLite flatbuffer; pass a .tflite written by `bssl export --format lce`")
     return kind
+
+
+def bssl_model_info(path) -> Dict[str, Any]:
+    """Input shape and model name of a model.bssl file, read from its header and metadata without
+    the runtime library; UserError when the file is not one."""
+    import struct
+
+    from ..deploy.model_file import read_header
+
+    with open(path, "rb") as fh:
+        data = fh.read(1 << 16)
+    try:
+        h = read_header(data)
+    except UserError:
+        raise UserError(f"model file {path} is not a model.bssl file (bad magic); pass a file written by "
+                        "`bssl export --format bssl`") from None
+    c = h["input_shape"][0]
+    name = ""
+    at = h["meta_off"] + 8 * c
+    if at + 4 <= len(data):
+        (n,) = struct.unpack_from("<I", data, at)
+        name = data[at + 4:at + 4 + n].decode("utf-8", "replace")
+    return {"input_shape": tuple(h["input_shape"]), "model": name, "num_classes": h["num_classes"]}
 
 
 def build_torch_model(ref: ModelRef, input_size: int, seed: int = 0) -> torch.nn.Module:

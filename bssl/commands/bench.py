@@ -19,7 +19,7 @@ HELP = "benchmark models on backends (latency p50/p90/min, throughput, peak memo
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="registered names (reactnet-a, reactnet-a:width=0.5, resnet18) or files (student/teacher .pt, "
-                        "bssl .onnx/.so/.tflite exports); or the word `layers` (per-layer table) or `scaling` "
+                        "bssl .onnx/.so/.tflite/.bssl exports; a .bssl file runs on the runtime backend at its own input size); or the word `layers` (per-layer table) or `scaling` "
                         "(cost vs input size and width)")
     p.add_argument("--backend", dest="backends", action="append", default=None, metavar="NAME",
                    help="backend to measure, repeatable or comma-separated (default: [bench].backends of the preset); "

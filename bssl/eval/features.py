@@ -1,4 +1,5 @@
-"""Feature extraction from bssl checkpoints, plain modules or exported ONNX models, cached on disk.
+"""Feature extraction from bssl checkpoints, plain modules, exported ONNX models or model.bssl files
+(the native runtime), cached on disk.
 
 An extractor maps a float batch (N, 3, S, S), already normalised with ImageNet mean/std, to
 (N, D) features. Cached features live in ``<cache_dir>/<key>/`` where the key hashes the
@@ -142,6 +143,34 @@ class OnnxExtractor(FeatureExtractor):
         return np.concatenate(outs).astype(np.float32)
 
 
+class RuntimeExtractor(FeatureExtractor):
+    """Runs a model.bssl file in the native runtime (bssl.runtime) and takes its features value
+    (the global-pooled activations, `student.features(x)`), so evaluation measures the deployed
+    file itself: folded units, fused epilogues, float16 parameters where the file has them."""
+
+    def __init__(self, path: os.PathLike | str, threads: Optional[int] = None):
+        from .. import runtime
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"model file {path} does not exist; pass the model.bssl written by `bssl export --format bssl`")
+        if not runtime.available():
+            raise UserError("evaluating a .bssl file needs the native runtime library; build it with `pip install -e .`")
+        if threads is None:  # results are identical for any thread count
+            threads = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+        self.model = runtime.load(path, threads=threads)
+        c, h, w = self.model.input_shape
+        if h != w:
+            raise UserError(f"{path} takes {h}x{w} inputs; evaluation feeds square images")
+        self.input_size = int(h)
+        self.key = _sha256_file(path)
+        self.name = path.parent.name if path.stem == "model" else path.stem
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)
+        return self.model.run(arr)[1]
+
+
 def _input_size_from_config(ckpt: Dict[str, Any], default: int = 224) -> int:
     spec = ckpt.get("spec") or {}
     if isinstance(spec, dict) and spec.get("input_size"):
@@ -152,7 +181,8 @@ def _input_size_from_config(ckpt: Dict[str, Any], default: int = 224) -> int:
 
 
 def load_feature_extractor(path: os.PathLike | str, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """Extractor for a student or teacher checkpoint (dispatch on its bssl kind) or an `.onnx` model.
+    """Extractor for a student or teacher checkpoint (dispatch on its bssl kind), an `.onnx` model or
+    a `.bssl` file (native runtime).
 
     Non-bssl files (official MoCo/SimSiam .pth.tar, torchvision state dicts) go to
     `bssl.teachers.load_teacher`, which knows those formats.
@@ -160,8 +190,10 @@ def load_feature_extractor(path: os.PathLike | str, device: str | torch.device =
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return OnnxExtractor(path)
+    if path.suffix.lower() == ".bssl":
+        return RuntimeExtractor(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass a student/teacher .pt or an exported .onnx")
+        raise UserError(f"checkpoint {path} does not exist; pass a student/teacher .pt, an exported .onnx or a model.bssl")
     key = _sha256_file(path)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -174,7 +206,7 @@ def load_feature_extractor(path: os.PathLike | str, device: str | torch.device =
         model = load_student(path)
         return TorchExtractor(model, _input_size_from_config(raw), key=key, name=path.stem, device=device)
     if kind is not None and kind != "teacher":
-        raise UserError(f"checkpoint {path} holds a {kind!r}; evaluation needs a student or teacher checkpoint or an .onnx")
+        raise UserError(f"checkpoint {path} holds a {kind!r}; evaluation needs a student or teacher checkpoint, an .onnx or a model.bssl")
     from ..teachers import load_teacher
 
     backbone, info = load_teacher(path)
@@ -195,7 +227,7 @@ def as_extractor(obj: Any, input_size: Optional[int] = None, device: str | torch
     if isinstance(obj, nn.Module):
         size = input_size or getattr(obj, "spec", {}).get("input_size") or 224
         return TorchExtractor(obj, int(size), device=device)
-    raise UserError(f"cannot evaluate a {type(obj).__name__}; pass a checkpoint path, an .onnx path or an nn.Module")
+    raise UserError(f"cannot evaluate a {type(obj).__name__}; pass a checkpoint path, an .onnx or .bssl path or an nn.Module")
 
 
 def eval_transform(input_size: int, crop_pct: Optional[float] = None) -> Callable:
