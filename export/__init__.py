@@ -25,9 +25,15 @@ FORMATS: Registry = Registry("export format")
 OUTPUT_NAMES = {"onnx": "model.onnx", "onnx-packed": "model.packed.onnx", "lce": "model.tflite", "bssl": "model.bssl"}
 
 
+# --target values of the bssl format: a folder with model.bssl and a static bssl-infer
+BSSL_TARGETS = ("x86-64", "aarch64", "armv7")
+
+
 def output_path(out_dir: Path, fmt: str, target: Optional[str] = None) -> Path:
     if fmt == "tvm":
         return Path(out_dir) / f"tvm-{target}"
+    if fmt == "bssl" and target:
+        return Path(out_dir) / f"bssl-{target}"
     return Path(out_dir) / OUTPUT_NAMES[fmt]
 
 
@@ -63,17 +69,26 @@ def _lce(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
 
 @FORMATS.register("bssl")
 def _bssl(src, out_dir: Path, target=None, **opts) -> Dict[str, Any]:
-    """model.bssl for the native runtime and bssl-infer (docs/model-format.md)."""
+    """model.bssl for the native runtime and bssl-infer (docs/model-format.md); with a target
+    (x86-64, aarch64, armv7) a folder bssl-<target> holding model.bssl, a statically linked
+    bssl-infer for that target and README.txt (docs/arm.md)."""
     from ..classifier import classifier_info_of, write_sidecar
-    from ..deploy.model_file import export_bssl
+    from ..deploy.model_file import export_bssl, export_bssl_target
 
+    if target is not None and target not in BSSL_TARGETS:
+        raise UserError(f"--target {target!r} is not a bssl target; choose one of {', '.join(BSSL_TARGETS)}")
     info = classifier_info_of(src)
     if info:  # a classifier: class names in the header; preprocessing and accuracy in model.bssl.json
         opts.setdefault("class_names", list(info["classes"]))
-    result = export_bssl(src, output_path(out_dir, "bssl"), **opts)
+    if target is None:
+        result = export_bssl(src, output_path(out_dir, "bssl"), **opts)
+        model_path = output_path(out_dir, "bssl")
+    else:
+        result = export_bssl_target(src, output_path(out_dir, "bssl", target), target, **opts)
+        model_path = Path(result["model_path"])
     if info:
         result["classes"] = list(info["classes"])
-        result["sidecar"] = str(write_sidecar(output_path(out_dir, "bssl"), info, "bssl"))
+        result["sidecar"] = str(write_sidecar(model_path, info, "bssl"))
     return result
 
 
@@ -81,11 +96,12 @@ def export_model(checkpoint_or_model, fmt: str, out_dir, target: Optional[str] =
     """Export a student (checkpoint path or nn.Module) in format `fmt` into `out_dir`.
 
     opts per format: check_samples (random inputs compared with PyTorch; 0 = skip), seed,
-    input_size; tvm: batch; onnx*: opset; lce: larq_python.
+    input_size; tvm: batch; onnx*: opset; lce: larq_python; bssl: float16, class_names (target:
+    x86-64, aarch64 or armv7 for a deployable folder with a static bssl-infer).
     """
     exporter: Callable[..., Dict[str, Any]] = FORMATS.get(fmt)
-    if target is not None and fmt != "tvm":
-        raise UserError(f"--target applies to the tvm format only, not {fmt!r}")
+    if target is not None and fmt not in ("tvm", "bssl"):
+        raise UserError(f"--target applies to the tvm and bssl formats only, not {fmt!r}")
     from .fold import load_student_model
 
     model = load_student_model(checkpoint_or_model)
@@ -94,4 +110,4 @@ def export_model(checkpoint_or_model, fmt: str, out_dir, target: Optional[str] =
     return result
 
 
-__all__ = ["FORMATS", "export_model", "output_path"]
+__all__ = ["FORMATS", "BSSL_TARGETS", "export_model", "output_path"]

@@ -129,3 +129,44 @@ def test_bench_takes_a_bssl_file(tmp_path):
     (tmp_path / "bad.bssl").write_bytes(b"not a model")
     with pytest.raises(UserError, match="not a model.bssl"):
         parse_model_ref(str(tmp_path / "bad.bssl"))
+
+
+def test_export_target_missing_compiler_writes_nothing(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from bssl.kernels import cross
+
+    spec = cross.TARGETS["aarch64"]
+    monkeypatch.setitem(cross.TARGETS, "aarch64", dataclasses.replace(spec, cc="bssl-test-no-such-gcc"))
+    ckpt = tmp_path / "student.pt"
+    save_student(ckpt, student(), {})
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = main(["export", "--checkpoint", str(ckpt), "--format", "bssl", "--target", "aarch64", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "bssl-test-no-such-gcc is not installed" in err and "apt-get install -y gcc-aarch64-linux-gnu" in err
+    assert list(out.iterdir()) == []
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "bssl", "--target", "riscv64", "--out", str(out)]) == 2
+    assert "not a bssl target" in capsys.readouterr().err and list(out.iterdir()) == []
+
+
+def test_export_target_x86_folder_runs_natively(tmp_path):
+    import subprocess
+
+    from bssl.export import export_model
+    from bssl.kernels.cross import emulator_command
+
+    if emulator_command("x86-64") != []:
+        pytest.skip("not an x86-64 machine")
+    res = export_model(student(), "bssl", tmp_path, target="x86-64", check_samples=4, float16=True)
+    folder = tmp_path / "bssl-x86-64"
+    assert res["target_check"]["identical"] and res["float16"] is True
+    # replacing an existing folder: the new one wins, no temp folders are left beside it
+    export_model(student(seed=1), "bssl", tmp_path, target="x86-64", check_samples=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bssl-x86-64"]
+    r = subprocess.run([str(folder / "bssl-infer"), str(folder / "model.bssl"), "--repeat", "3", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["repeat"] == 3 and out["input_shape"] == [3, 32, 32] and out["machine"] == "x86_64"

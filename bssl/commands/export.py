@@ -1,6 +1,7 @@
-"""`bssl export`: a student checkpoint -> ONNX, packed ONNX, TVM libraries, LCE .tflite.
+"""`bssl export`: a student checkpoint -> ONNX, packed ONNX, TVM libraries, LCE .tflite, model.bssl
+(alone, or with --target a folder holding a static bssl-infer for that board).
 
-    bssl export --checkpoint S --format F [--target T] [--out DIR]
+    bssl export --checkpoint S --format F [--target T] [--float16] [--out DIR]
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="formats", action="append", default=None, metavar="F",
                    help="onnx, onnx-packed, tvm, lce, bssl or all; repeatable or comma-separated (default [export].formats)")
     p.add_argument("--target", dest="targets", action="append", default=None, metavar="T",
-                   help="tvm target: x86-64 (this CPU's ISA), x86-64-avx2, x86-64-avx512, aarch64, armv7; "
-                        "repeatable (default [export].tvm_targets)")
+                   help="tvm target: x86-64 (this CPU's ISA), x86-64-avx2, x86-64-avx512, aarch64, armv7 "
+                        "(default [export].tvm_targets); bssl target: x86-64, aarch64, armv7, a folder "
+                        "bssl-<target> with model.bssl, a static bssl-infer and README.txt (default: model.bssl "
+                        "alone); repeatable")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: exports/ beside the checkpoint)")
     p.add_argument("--batch", type=int, default=None, help="tvm: batch size the library is built for (default [export].batch)")
     p.add_argument("--check-samples", type=int, default=None,
@@ -47,7 +50,7 @@ def _split(values):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import FORMATS, export_model
+    from ..export import BSSL_TARGETS, FORMATS, export_model
     from ..utils import write_json
 
     cfg = config_from_args(args)["export"]
@@ -56,14 +59,19 @@ def run(args: argparse.Namespace) -> int:
         formats = list(FORMATS.names())
     for fmt in formats:
         FORMATS.get(fmt)  # UserError on unknown names before any work
-    targets = _split(args.targets) or list(cfg["tvm_targets"])
-    if args.targets and "tvm" not in formats:
-        raise UserError("--target applies to --format tvm; add --format tvm or drop --target")
+    explicit_targets = _split(args.targets)
+    targets = explicit_targets or list(cfg["tvm_targets"])
+    if explicit_targets and not {"tvm", "bssl"} & set(formats):
+        raise UserError("--target applies to --format tvm and --format bssl; add one of them or drop --target")
+    bad = [t for t in explicit_targets if t not in BSSL_TARGETS]
+    if "bssl" in formats and bad and "tvm" not in formats:
+        raise UserError(f"--target {bad[0]!r} is not a bssl target; choose from {', '.join(BSSL_TARGETS)}")
+    bssl_targets = [t for t in explicit_targets if t in BSSL_TARGETS] or [None]
     out = args.out or Path(args.checkpoint).resolve().parent / "exports"
     check = args.check_samples if args.check_samples is not None else int(cfg["check_samples"])
     results = []
     for fmt in formats:
-        for target in (targets if fmt == "tvm" else [None]):
+        for target in (targets if fmt == "tvm" else bssl_targets if fmt == "bssl" else [None]):
             opts = {"check_samples": check}
             if fmt == "tvm":
                 opts["batch"] = args.batch or int(cfg["batch"])
@@ -76,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
             eq = res.get("equivalence")
             checked = (f"  top-1 agree {eq['top1_agreement']:.3f}, max rel err {eq['max_rel_error']:.2e} "
                        f"({eq['samples']} inputs, {eq['runtime']})") if eq else ""
+            tc = res.get("target_check")
+            if tc:
+                checked += (f"  bssl-infer ({tc['runner']}): logits {'identical' if tc['identical'] else 'max abs diff %.2e' % tc['max_abs_diff']}"
+                            f" to this machine's runtime")
             pops = res.get("popcount_instructions")
             if pops:
                 checked += f"  {res['elf_machine']} ELF, NEON popcounts: {sum(pops.values())}"

@@ -187,6 +187,121 @@ def export_bssl(model, path, *, check_samples: int = 8, seed: int = 0, input_siz
     return info
 
 
+README_TEMPLATE = """bssl-infer for {target} and model.bssl ({model}, input {shape}, {classes} classes)
+bssl-infer is statically linked: it needs no libraries on the board, only {os_note}.
+
+1. Copy this folder to the board, e.g.  scp -r {folder} user@board:
+
+2. Run, on the board, inside the folder:
+     ./bssl-infer model.bssl --input x.npy --repeat 100 --json > result.json
+   x.npy: float32 (C,H,W) or (N,C,H,W), already normalised (mean {mean}, std {std});
+   or a binary PPM/PGM image (x.ppm), which bssl-infer resizes and normalises itself.
+   Without --input a fixed pseudo-random input is timed. --threads N splits every layer over N
+   cores; the results are the same for any N.
+
+3. Read the JSON: p50_ms, mean_ms, min_ms, max_ms are the latency of one image (batch 1) over the
+   --repeat runs; images[i].top the top classes with their logits; peak_rss_kb the process's peak
+   memory (start_rss_kb before the model was loaded); machine is the board's `uname -m`.
+   To put the board's numbers beside the other backends:
+     bssl bench --import-json result.json --label "{target} board"
+"""
+
+OS_NOTES = {"x86-64": "a 64-bit x86 Linux",
+            "aarch64": "a 64-bit ARM Linux (Raspberry Pi OS 64-bit, Ubuntu arm64, ...)",
+            "armv7": "a 32-bit ARM Linux with hard float (armhf; NEON is used where the CPU has it)"}
+
+
+def _check_binary(runner: List[str], exe: Path, model_path: Path, seed: int) -> Dict[str, Any]:
+    """Run the target bssl-infer (natively or under qemu-user) on a few inputs and compare its
+    logits with this machine's runtime: the builds agree bit for bit (docs/model-format.md)."""
+    import json
+    import subprocess
+    import tempfile
+
+    from .. import runtime
+
+    with runtime.load(model_path) as m:
+        c, h, w = m.input_shape
+        x = np.random.default_rng(seed).standard_normal((2, c, h, w)).astype(np.float32)
+        ref = m.run(x)[0]
+    top = min(ref.shape[1], 64)
+    with tempfile.TemporaryDirectory(prefix="bssl-check-") as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        r = subprocess.run([*runner, str(exe), str(model_path), "--input", str(Path(tmp) / "x.npy"), "--json",
+                            "--top", str(top)], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise UserError(f"the built bssl-infer failed on this machine ({' '.join(runner) or 'native'}): "
+                        f"{(r.stderr or r.stdout).strip()[:300]}")
+    diff = 0.0
+    for i, img in enumerate(json.loads(r.stdout)["images"]):
+        for t in img["top"]:
+            # %.9g round-trips float32 exactly: compare as float32
+            diff = max(diff, abs(float(np.float32(t["logit"])) - float(ref[i, t["class"]])))
+    return {"runner": " ".join(runner) or "native", "inputs": len(x), "classes_compared": top,
+            "max_abs_diff": diff, "identical": diff == 0.0}
+
+
+def export_bssl_target(model, folder, target: str, *, check_samples: int = 8, seed: int = 0, **opts) -> Dict[str, Any]:
+    """`bssl export --format bssl --target T`: a folder with model.bssl, a statically linked
+    bssl-infer for T (x86-64, aarch64, armv7) and README.txt. The folder is assembled beside its
+    final place and renamed into it once complete; a missing cross compiler fails before anything
+    is written. When the binary can run here (natively or under qemu-user) its logits are compared
+    with this machine's runtime."""
+    import shutil
+    import tempfile
+
+    from ..kernels.cross import BuildError, build_infer, check_tools, emulator_command, get_target
+
+    folder = Path(folder)
+    try:
+        spec = get_target(target)
+        check_tools(spec)
+    except BuildError as exc:
+        raise UserError(str(exc)) from None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        try:
+            exe = build_infer(spec.name)
+        except BuildError as exc:
+            raise UserError(str(exc)) from None
+        info = export_bssl(model, tmp / "model.bssl", check_samples=check_samples, seed=seed, **opts)
+        shutil.copy2(exe, tmp / "bssl-infer")
+        os.chmod(tmp / "bssl-infer", 0o755)
+        c, h, w = info["input_shape"]
+        header = read_header((tmp / "model.bssl").read_bytes()[:HEADER_BYTES])
+        mean, std = opts.get("mean", DEFAULT_MEAN), opts.get("std", DEFAULT_STD)
+        (tmp / "README.txt").write_text(README_TEMPLATE.format(
+            target=spec.name, model=info["model"], shape=f"{c}x{h}x{w}", classes=header["num_classes"],
+            os_note=OS_NOTES[spec.name], folder=folder.name, mean=[round(float(v), 4) for v in mean],
+            std=[round(float(v), 4) for v in std]))
+        runner = emulator_command(spec.name)
+        if check_samples > 0 and runner is not None:
+            info["target_check"] = _check_binary(runner, tmp / "bssl-infer", tmp / "model.bssl", seed)
+        elif check_samples > 0:
+            info["target_check_skipped"] = f"{spec.emulator[0] if spec.emulator else 'an x86-64 CPU'} is not available here"
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    binary = folder / "bssl-infer"
+    info.update(path=str(folder), model_path=str(folder / "model.bssl"), binary=str(binary), target=spec.name,
+                binary_bytes=binary.stat().st_size, model_bytes=info["bytes"],
+                bytes=sum(f.stat().st_size for f in folder.iterdir()))
+    if "target_check" in info:
+        info["target_check"]["binary"] = str(binary)
+    return info
+
+
 def read_header(data: bytes) -> Dict[str, Any]:
     """The header fields of a model.bssl file (no validation beyond the magic; for tests and tools)."""
     if len(data) < HEADER_BYTES or data[:8] != MAGIC:
@@ -207,4 +322,4 @@ def reseal(data: bytes) -> bytes:
     return body + struct.pack("<I", checksum(body))
 
 
-__all__ = ["write_model_file", "export_bssl", "serialize", "read_header", "reseal", "checksum", "FORMAT_VERSION", "MAGIC"]
+__all__ = ["write_model_file", "export_bssl", "export_bssl_target", "serialize", "read_header", "reseal", "checksum", "FORMAT_VERSION", "MAGIC"]

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <time.h>
 
 #include "bssl_runtime.h"
@@ -389,10 +390,18 @@ int main(int argc, char **argv) {
   }
   qsort(lat, (size_t)repeat, sizeof(double), cmp_double);
   const double p50 = repeat % 2 ? lat[repeat / 2] : 0.5 * (lat[repeat / 2 - 1] + lat[repeat / 2]);
-  if (json) printf("{\"model\": "), json_string(bssl_model_name(m)), printf(", \"threads\": %ld, \"repeat\": %ld, "
-                   "\"p50_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, \"images\": [", threads, repeat, p50, lat[0],
-                   lat[repeat - 1]);
-  else
+  if (json) {
+    struct utsname u;
+    double mean = 0;
+    for (long r = 0; r < repeat; r++) mean += lat[r] / (double)repeat;
+    printf("{\"model\": ");
+    json_string(bssl_model_name(m));
+    printf(", \"machine\": ");
+    json_string(uname(&u) == 0 ? u.machine : "");
+    printf(", \"input_shape\": [%d, %d, %d], \"threads\": %ld, \"repeat\": %ld, \"p50_ms\": %.4f, "
+           "\"mean_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, \"images\": [",
+           c, h, w, threads, repeat, p50, mean, lat[0], lat[repeat - 1]);
+  } else
     printf("%s: %dx%dx%d -> %d classes, %ld thread%s\n", bssl_model_name(m), c, h, w, ncls, threads, threads > 1 ? "s" : "");
   for (int64_t b = 0; b < nimg; b++) {
     const float *lg = logits + b * ncls;
