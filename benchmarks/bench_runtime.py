@@ -12,6 +12,15 @@ model file size and the peak RSS above a baseline process that imported the same
 Prints the machine and the load average: on a busy machine the wall-clock numbers mean little.
 --markdown writes the section to a file; --update-doc replaces the measured section of
 docs/model-format.md (between its bench_runtime markers).
+
+    python benchmarks/bench_runtime.py --thread-scaling 1,2 [--runs 60] [--update-doc]
+
+measures only the runtime on ReActNet-A at each thread count instead: the counts are timed in
+turn, run by run, in one process (so a load change on a shared machine hits them alike), with the
+wall-clock p50 and min, the process CPU time per run (CPU / wall near 1 with 2 threads means the
+second thread hardly ran: the machine had no free core) and the Amdahl bound of the runtime's
+own split (ops it runs on one thread, from the BSSL_RUNTIME_PROFILE per-op times, against the
+ops it divides over threads). --update-doc then replaces the bench_runtime_threads section.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ MODEL = "reactnet-a"
 BACKENDS = ["runtime", "kernels", "onnxruntime-int8", "onnxruntime"]
 DOC = "docs/model-format.md"
 BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
+THREADS_BEGIN, THREADS_END = "<!-- bench_runtime_threads:begin -->", "<!-- bench_runtime_threads:end -->"
+PARALLEL_OPS = ("conv", "bconv")  # the runtime divides these over threads; the other ops run on one
 TARGETS = {"vs_int8": 1.3, "vs_kernels": 2.0, "vs_floor": 1.5, "file_mb": 8.0, "rss_mib": 24.0}
 
 
@@ -106,16 +117,147 @@ def cpu_times(rows: List[Dict[str, Any]], input_size: int, runs: int) -> Dict[st
     return out
 
 
-def native_rss(model_path: str, threads: int) -> Optional[Dict[str, Any]]:
-    """Peak RSS of the bssl-infer program (no Python at all) running the model, against its own
-    peak before it loaded anything (the empty process), both from its VmHWM."""
+def infer_program() -> Optional[str]:
     import shutil
-    import subprocess
 
     exe = shutil.which("bssl-infer")
     if exe is None:
         found = sorted(Path(__file__).resolve().parents[1].glob("build/*/bssl-infer"))
         exe = str(found[0]) if found else None
+    return exe
+
+
+def serial_fraction(model_path: str, repeat: int = 20) -> Optional[Dict[str, Any]]:
+    """Share of one-thread CPU time in ops the runtime does not divide over threads, from
+    bssl-infer's BSSL_RUNTIME_PROFILE per-op table, and the Amdahl bound it sets per thread count."""
+    import re
+    import subprocess
+
+    exe = infer_program()
+    if exe is None:
+        return None
+    res = subprocess.run([exe, model_path, "--repeat", str(repeat)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "BSSL_RUNTIME_PROFILE": "1"})
+    per_op = re.findall(r"^\s*op\s+\d+\s+(\w+)\s.*?([\d.]+) ms$", res.stderr, flags=re.M)
+    if res.returncode != 0 or not per_op:
+        return None
+    total = sum(float(ms) for _, ms in per_op)
+    serial = sum(float(ms) for kind, ms in per_op if kind not in PARALLEL_OPS)
+    kinds = sorted({kind for kind, _ in per_op if kind not in PARALLEL_OPS})
+    return {"serial_ms": serial, "total_ms": total, "fraction": serial / total, "serial_ops": kinds}
+
+
+def free_parallelism(counts: List[int], seconds: float = 0.3) -> Dict[int, float]:
+    """How much compute the machine gives N threads right now: N copies of the kernels'
+    register-only XOR-popcount loop started together (ctypes releases the GIL), their total work
+    over the wall time, relative to one copy alone. N on free cores; near 1 when other processes
+    hold them. Taken right before the runtime's timings, as context for them."""
+    import threading
+
+    import bssl.kernels as K
+
+    iters = 1 << 18
+    while True:
+        t0 = time.perf_counter()
+        K.peak_xor_popcount(iters)
+        if time.perf_counter() - t0 > seconds / 4:
+            break
+        iters *= 2
+    rate: Dict[int, float] = {}
+    for n in counts:
+        best = 0.0
+        for _ in range(3):
+            threads = [threading.Thread(target=K.peak_xor_popcount, args=(iters,)) for _ in range(n)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            best = max(best, n * iters / (time.perf_counter() - t0))
+        rate[n] = best
+    return {n: rate[n] / rate[counts[0]] for n in counts}
+
+
+def thread_scaling(counts: List[int], input_size: int, runs: int, warmup: int, out: Path) -> Dict[str, Any]:
+    """The runtime alone on ReActNet-A at each thread count, timed in turn run by run."""
+    import numpy as np
+    import torch
+
+    import bssl.runtime as rt
+    from bssl.bench.machine import describe_machine
+    from bssl.deploy.model_file import write_model_file
+    from bssl.models import build_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{MODEL}-{input_size}.bssl"
+    torch.manual_seed(0)
+    write_model_file(build_model(MODEL, num_classes=1000, input_size=input_size).eval(), path)
+    x = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size)).astype(np.float32)
+    load_before = os.getloadavg()
+    free = free_parallelism(counts)
+    models = {t: rt.load(path, threads=t) for t in counts}
+    for t in counts:
+        for _ in range(warmup):
+            models[t].run(x)
+    wall: Dict[int, List[float]] = {t: [] for t in counts}
+    cpu: Dict[int, List[float]] = {t: [] for t in counts}
+    for _ in range(runs):
+        for t in counts:
+            c0, w0 = time.process_time(), time.perf_counter()
+            models[t].run(x)
+            wall[t].append((time.perf_counter() - w0) * 1e3)
+            cpu[t].append((time.process_time() - c0) * 1e3)
+    load_after = os.getloadavg()
+    for m in models.values():
+        m.close()
+    rows = {t: {"p50_ms": float(np.median(wall[t])), "min_ms": float(np.min(wall[t])),
+                "cpu_ms": float(np.median(cpu[t])), "cpu_per_wall": float(np.median(np.array(cpu[t]) / np.array(wall[t])))}
+            for t in counts}
+    return {"machine": describe_machine(), "load_before": load_before, "load_after": load_after,
+            "settings": {"input_size": input_size, "runs": runs, "warmup": warmup, "counts": counts},
+            "file_bytes": path.stat().st_size, "rows": rows, "serial": serial_fraction(str(path)),
+            "free_parallelism": free}
+
+
+def threads_markdown(res: Dict[str, Any]) -> str:
+    m, st, rows = res["machine"], res["settings"], res["rows"]
+    base = rows[st["counts"][0]]
+    busy = res["load_before"][0] > max(0.5, m["logical_cpus"] / 4)
+    lines = ["## Threads (`benchmarks/bench_runtime.py --thread-scaling`)", "",
+             f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs{', virtualised' if m.get('hypervisor') else ''}. "
+             f"Load average {res['load_before'][0]:.1f} before, {res['load_after'][0]:.1f} after"
+             f"{' (a busy machine: other processes hold the cores, so a second thread often waits for one)' if busy else ''}.",
+             "", f"ReActNet-A, {st['input_size']} px, batch 1, seeded random weights, one process, the thread counts "
+             f"timed in turn over {st['runs']} rounds after {st['warmup']} warm-up calls each.", "",
+             "| threads | p50 ms | min ms | speed-up (p50) | speed-up (min) | process CPU ms per run | CPU / wall "
+             "| machine's free parallelism |",
+             "|---|---|---|---|---|---|---|---|"]
+    free = {int(k): v for k, v in (res.get("free_parallelism") or {}).items()}
+    for t in st["counts"]:
+        r = rows[t]
+        fp = f"{free[t]:.2f}x" if t in free else ""
+        lines.append(f"| {t} | {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {base['p50_ms'] / r['p50_ms']:.2f}x | "
+                     f"{base['min_ms'] / r['min_ms']:.2f}x | {r['cpu_ms']:.2f} | {r['cpu_per_wall']:.2f} | {fp} |")
+    if free:
+        lines += ["", "Free parallelism: N copies of the kernels' register-only XOR-popcount loop run together, "
+                      "their total throughput over one copy's, measured just before (N on idle cores)."]
+    ser = res.get("serial")
+    if ser:
+        bounds = ", ".join(f"{t} threads {1 / (ser['fraction'] + (1 - ser['fraction']) / t):.2f}x"
+                           for t in st["counts"] if t > 1)
+        lines += ["", f"The runtime's own split (a model, not a measurement): of {ser['total_ms']:.2f} ms one-thread CPU "
+                      f"time per image, {ser['serial_ms']:.2f} ms ({100 * ser['fraction']:.1f}%) is in ops it runs on one "
+                      f"thread ({', '.join(ser['serial_ops'])}); the rest is divided over the threads. Amdahl bound: "
+                      f"{bounds} on free cores."]
+    return "\n".join(lines) + "\n"
+
+
+def native_rss(model_path: str, threads: int) -> Optional[Dict[str, Any]]:
+    """Peak RSS of the bssl-infer program (no Python at all) running the model, against its own
+    peak before it loaded anything (the empty process), both from its VmHWM."""
+    import subprocess
+
+    exe = infer_program()
     if exe is None:
         return None
     res = subprocess.run([exe, model_path, "--repeat", "20", "--threads", str(threads), "--json"],
@@ -235,7 +377,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--markdown", default=None, help="also write the Markdown section to this file")
     ap.add_argument("--update-doc", action="store_true",
                     help=f"replace the measured section of {DOC} (between its bench_runtime markers)")
+    ap.add_argument("--thread-scaling", default=None, metavar="COUNTS",
+                    help="time only the runtime at these comma-separated thread counts (e.g. 1,2)")
     args = ap.parse_args(argv)
+    if args.thread_scaling:
+        counts = [int(t) for t in args.thread_scaling.split(",") if t.strip()]
+        res = thread_scaling(counts, args.input_size, args.runs, args.warmup, Path(args.out))
+        Path(args.out, "bench_runtime_threads.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        md = threads_markdown(res)
+        print(md)
+        if args.markdown:
+            Path(args.markdown).write_text(md)
+        if args.update_doc:
+            update_doc(md, begin=THREADS_BEGIN, end=THREADS_END)
+        return 0
     res = run(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "bench_runtime.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
@@ -248,15 +403,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def update_doc(md: str, doc: Path = None) -> None:
+def update_doc(md: str, doc: Path = None, begin: str = BEGIN, end: str = END) -> None:
     """Put `md` between the markers of the doc, keeping everything else."""
     doc = doc or Path(__file__).resolve().parents[1] / DOC
     text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} section to replace")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{md.replace('## Native runtime benchmark', '### Native runtime benchmark')}{END}{tail}")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{doc} has no {begin} ... {end} section to replace")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{md.replace('## ', '### ', 1)}{end}{tail}")
 
 
 if __name__ == "__main__":
