@@ -170,3 +170,43 @@ def test_export_target_x86_folder_runs_natively(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["repeat"] == 3 and out["input_shape"] == [3, 32, 32] and out["machine"] == "x86_64"
+
+
+def test_bench_imports_bssl_infer_json(tmp_path, capsys):
+    """Loopback: this machine's bssl-infer --json, imported beside a runtime measurement of the same file."""
+    import subprocess
+
+    from bssl.export import export_model
+    from bssl.kernels.cross import emulator_command
+
+    if emulator_command("x86-64") != []:
+        pytest.skip("not an x86-64 machine")
+    export_model(student(), "bssl", tmp_path, target="x86-64", check_samples=0)
+    folder = tmp_path / "bssl-x86-64"
+    r = subprocess.run([str(folder / "bssl-infer"), str(folder / "model.bssl"), "--repeat", "15", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "board.json").write_text(r.stdout)
+    data = json.loads(r.stdout)
+    assert data["min_ms"] <= data["p50_ms"] <= data["p90_ms"] <= data["max_ms"]
+    report = tmp_path / "bench.json"
+    rc = main(["bench", str(folder / "model.bssl"), "--backend", "runtime", "--input-size", "32", "--runs", "3",
+               "--warmup", "1", "--batch", "1", "--no-memory", "--out", str(tmp_path / "b"), "--report", str(report),
+               "--import-json", str(tmp_path / "board.json"), "--label", "loopback"])
+    assert rc == 0
+    rows = {r["backend"]: r for r in json.loads(report.read_text())["rows"]}
+    assert rows["runtime"]["status"] == "ok"
+    imp = rows["loopback"]
+    assert imp["status"] == "ok" and imp["p50_ms"] == data["p50_ms"] and imp["p90_ms"] == data["p90_ms"]
+    assert imp["bytes"] == (folder / "model.bssl").stat().st_size and imp["machine"] == "x86_64"
+    assert imp["threads"] == 1 and imp["input_size"] == 32 and "arch" not in imp
+    out = capsys.readouterr().out
+    assert "| loopback |" in out and "| runtime |" in out
+
+    # alone (nothing measured here), default label from the board's uname -m; bad files are one-line errors
+    rc = main(["bench", "--import-json", str(tmp_path / "board.json"), "--out", str(tmp_path / "c")])
+    assert rc == 0 and "| bssl-infer (x86_64) |" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text(json.dumps({"p50_ms": 1.0}))
+    assert main(["bench", "--import-json", str(tmp_path / "bad.json"), "--out", str(tmp_path / "d")]) == 2
+    assert "not bssl-infer --json output" in capsys.readouterr().err
+    assert main(["bench", "--out", str(tmp_path / "d")]) == 2

@@ -1,6 +1,7 @@
 """`bssl bench`: latency, throughput, peak memory, size and OPs of models on inference backends.
 
     bssl bench MODEL... [--backend B ...] [--threads N] [--input-size S] [--report PATH]
+    bssl bench [MODEL...] --import-json board.json [--label "pi4"]   rows from bssl-infer --json elsewhere
     bssl bench layers [--threads N] [--report PATH]          per-layer table of ReActNet-A
     bssl bench scaling [MODEL] [--sizes ...] [--widths ...]  cost growth vs input size and width
 """
@@ -17,13 +18,19 @@ HELP = "benchmark models on backends (latency p50/p90/min, throughput, peak memo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="+", metavar="MODEL",
+    p.add_argument("models", nargs="*", metavar="MODEL",
                    help="registered names (reactnet-a, reactnet-a:width=0.5, resnet18) or files (student/teacher .pt, "
                         "bssl .onnx/.so/.tflite/.bssl exports; a .bssl file runs on the runtime backend at its own input size); or the word `layers` (per-layer table) or `scaling` "
                         "(cost vs input size and width)")
     p.add_argument("--backend", dest="backends", action="append", default=None, metavar="NAME",
                    help="backend to measure, repeatable or comma-separated (default: [bench].backends of the preset); "
                         "`bssl bench --list-backends x` lists them")
+    p.add_argument("--import-json", dest="imports", action="append", default=None, metavar="FILE",
+                   help="add rows measured elsewhere: the JSON of `bssl-infer MODEL --repeat K --json` run on a "
+                        "board (docs/arm.md); repeatable; alone it tabulates just those")
+    p.add_argument("--label", dest="labels", action="append", default=None, metavar="NAME",
+                   help="backend column of the --import-json rows, one per file in order (default: bssl-infer "
+                        "(<the board's uname -m>))")
     p.add_argument("--list-backends", action="store_true", help="list backends and whether they are available, then exit")
     p.add_argument("--threads", type=int, default=None, help="threads per backend (default [bench].threads)")
     p.add_argument("--input-size", type=int, default=None, help="input height = width (default [bench].input_size)")
@@ -75,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else int(cfg["warmup"])
     batch = args.batch or int(cfg["batch"])
     out = Path(args.out)
+    imported = _imported_rows(args)
+    if not args.models:
+        if not imported:
+            raise UserError("name a model to benchmark (e.g. reactnet-a) or pass --import-json FILE")
+        return _imported_only(args, imported, out)
     if args.models[0] == "layers":
         return _layers(args, threads, runs, input_size, out)
     if args.models[0] == "scaling":
@@ -104,7 +116,37 @@ def run(args: argparse.Namespace) -> int:
                                   warmup=warmup, out_dir=out, batch_sizes=(1, batch), strict=bool(explicit),
                                   memory=not args.no_memory, budget_s=float(cfg["budget_s"]),
                                   backend_options=options)
+    report["rows"] = report["rows"] + imported
     files = bench.write_reports(report, out, json_path=args.report, accuracy=accuracy)
+    print(bench.markdown_table(report))
+    print("wrote " + ", ".join(files.values()))
+    return 0
+
+
+def _imported_rows(args) -> list:
+    from ..bench.backends.runtime import infer_json_row
+
+    files, labels = list(args.imports or []), list(args.labels or [])
+    if len(labels) > len(files):
+        raise UserError(f"{len(labels)} --label values for {len(files)} --import-json files; give one label per file")
+    if files and args.models and args.models[0] in ("layers", "scaling"):
+        raise UserError(f"--import-json adds rows to the model table, not to `bssl bench {args.models[0]}`")
+    return [infer_json_row(f, labels[i] if i < len(labels) else None) for i, f in enumerate(files)]
+
+
+def _imported_only(args, rows, out) -> int:
+    """The table of imported rows alone (nothing is measured here)."""
+    from .. import bench
+    from ..bench.machine import describe_machine
+
+    def one(key):
+        vals = list(dict.fromkeys(str(r[key]) for r in rows))
+        return vals[0] if len(vals) == 1 else " / ".join(vals)
+
+    settings = {"threads": one("threads"), "input_size": one("input_size"), "runs": one("runs"), "warmup": 0,
+                "batch_sizes": [1]}
+    report = {"kind": "bench", "imported_only": True, "machine": describe_machine(), "settings": settings, "rows": rows}
+    files = bench.write_reports(report, out, json_path=args.report)
     print(bench.markdown_table(report))
     print("wrote " + ", ".join(files.values()))
     return 0

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 
@@ -390,6 +391,10 @@ int main(int argc, char **argv) {
   }
   qsort(lat, (size_t)repeat, sizeof(double), cmp_double);
   const double p50 = repeat % 2 ? lat[repeat / 2] : 0.5 * (lat[repeat / 2 - 1] + lat[repeat / 2]);
+  /* p90 interpolated between order statistics, as numpy.percentile (bssl bench) computes it */
+  const double q90 = 0.9 * (double)(repeat - 1);
+  const long i90 = (long)q90;
+  const double p90 = i90 + 1 < repeat ? lat[i90] + (q90 - (double)i90) * (lat[i90 + 1] - lat[i90]) : lat[i90];
   if (json) {
     struct utsname u;
     double mean = 0;
@@ -398,9 +403,11 @@ int main(int argc, char **argv) {
     json_string(bssl_model_name(m));
     printf(", \"machine\": ");
     json_string(uname(&u) == 0 ? u.machine : "");
-    printf(", \"input_shape\": [%d, %d, %d], \"threads\": %ld, \"repeat\": %ld, \"p50_ms\": %.4f, "
-           "\"mean_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, \"images\": [",
-           c, h, w, threads, repeat, p50, mean, lat[0], lat[repeat - 1]);
+    struct stat st;
+    printf(", \"model_bytes\": %lld, \"input_shape\": [%d, %d, %d], \"threads\": %ld, \"repeat\": %ld, "
+           "\"p50_ms\": %.4f, \"p90_ms\": %.4f, \"mean_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, \"images\": [",
+           stat(model_path, &st) == 0 ? (long long)st.st_size : -1LL, c, h, w, threads, repeat, p50, p90, mean, lat[0],
+           lat[repeat - 1]);
   } else
     printf("%s: %dx%dx%d -> %d classes, %ld thread%s\n", bssl_model_name(m), c, h, w, ncls, threads, threads > 1 ? "s" : "");
   for (int64_t b = 0; b < nimg; b++) {

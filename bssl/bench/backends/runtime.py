@@ -53,3 +53,44 @@ class NativeRuntime(Backend):
 
         model = runtime.load(artifact["path"], threads=threads)
         return model.run
+
+
+INFER_KEYS = ("model", "threads", "repeat", "p50_ms", "min_ms", "input_shape")
+
+
+def infer_json_row(path, label: Optional[str] = None) -> Dict[str, Any]:
+    """A bench table row from the JSON `bssl-infer MODEL --repeat K --json` printed (on a board,
+    say): p50/p90/min latency of one image, the process's peak RSS above its empty start, the
+    model file's size. The row's backend names where it ran (`label`, else `bssl-infer
+    (<uname -m>)`); it carries no `arch`, so this machine's speed targets never compare with it."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--import-json {path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"--import-json {path}: not JSON ({exc}); pass what `bssl-infer MODEL --repeat K --json` "
+                        "printed") from None
+    missing = [k for k in INFER_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise UserError(f"--import-json {path}: not bssl-infer --json output (no {', '.join(missing)}); run "
+                        "`bssl-infer MODEL --repeat 100 --json > result.json` on the board")
+    machine = str(data.get("machine") or "unknown machine")
+    c, h, w = (int(v) for v in data["input_shape"])
+    peak, start = data.get("peak_rss_kb", -1), data.get("start_rss_kb", -1)
+    row: Dict[str, Any] = {
+        "model": f"{data['model']} ({path.name})", "model_ref": str(path), "model_kind": "bssl",
+        "backend": label or f"bssl-infer ({machine})", "status": "ok", "imported_from": str(path),
+        "machine": machine, "input_size": h if h == w else f"{h}x{w}", "threads": int(data["threads"]),
+        "runs": int(data["repeat"]), "p50_ms": float(data["p50_ms"]), "min_ms": float(data["min_ms"]),
+    }
+    for key in ("p90_ms", "mean_ms", "max_ms"):
+        if data.get(key) is not None:
+            row[key] = float(data[key])
+    if isinstance(peak, (int, float)) and isinstance(start, (int, float)) and peak >= 0 and start >= 0:
+        row["peak_mem_mb"] = (peak - start) / 1024.0  # above the empty process, as the bench's baseline does
+    if isinstance(data.get("model_bytes"), int) and data["model_bytes"] > 0:
+        row["bytes"] = int(data["model_bytes"])
+    return row
