@@ -210,3 +210,29 @@ def test_bench_imports_bssl_infer_json(tmp_path, capsys):
     assert main(["bench", "--import-json", str(tmp_path / "bad.json"), "--out", str(tmp_path / "d")]) == 2
     assert "not bssl-infer --json output" in capsys.readouterr().err
     assert main(["bench", "--out", str(tmp_path / "d")]) == 2
+
+
+def test_arm_mca_script(tmp_path):
+    """benchmarks/arm_mca.py extracts the NEON tile loop and models it (skips without llvm-mca)."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import arm_mca
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    if arm_mca.find_mca() is None or shutil.which(arm_mca.CC) is None:
+        pytest.skip("llvm-mca or aarch64-linux-gnu-gcc missing: apt-get install -y llvm gcc-aarch64-linux-gnu")
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "arm_mca.py"), "--cpus", "cortex-a72",
+                        "--json", str(tmp_path / "mca.json")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "mca.json").read_text())
+    loop = res["bssl_loop"]
+    assert loop["count"] == 16 and sum(i.split()[0] == "uadalp" for i in loop["instructions"]) == 16
+    assert res["fp_loop"]["count"] >= 4
+    for row in res["rows"]:
+        assert row["work_per_iteration"] == 2048 and 0 < row["per_cycle"] <= row["ceiling_per_cycle"] * 1.001
+    assert len(res["rows"]) == 2 and res["pi4"]["loops"] and "Raspberry Pi 4 estimate (a model)" in r.stdout
