@@ -38,7 +38,6 @@ BACKENDS = ["runtime", "kernels", "onnxruntime-int8", "onnxruntime"]
 DOC = "docs/model-format.md"
 BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
 THREADS_BEGIN, THREADS_END = "<!-- bench_runtime_threads:begin -->", "<!-- bench_runtime_threads:end -->"
-PARALLEL_OPS = ("conv", "bconv")  # the runtime divides these over threads; the other ops run on one
 TARGETS = {"vs_int8": 1.3, "vs_kernels": 2.0, "vs_floor": 1.5, "file_mb": 8.0, "rss_mib": 24.0}
 
 
@@ -127,24 +126,35 @@ def infer_program() -> Optional[str]:
     return exe
 
 
-def serial_fraction(model_path: str, repeat: int = 20) -> Optional[Dict[str, Any]]:
-    """Share of one-thread CPU time in ops the runtime does not divide over threads, from
-    bssl-infer's BSSL_RUNTIME_PROFILE per-op table, and the Amdahl bound it sets per thread count."""
+def _profile(exe: str, model_path: str, threads: int, repeat: int) -> List[tuple]:
+    """(op kind, one-image CPU ms of the calling thread, threads the op ran on) per op, from
+    bssl-infer's BSSL_RUNTIME_PROFILE table."""
     import re
     import subprocess
 
+    res = subprocess.run([exe, model_path, "--repeat", str(repeat), "--threads", str(threads)], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "BSSL_RUNTIME_PROFILE": "1"})
+    if res.returncode != 0:
+        return []
+    rows = re.findall(r"^\s*op\s+\d+\s+(\w+)\s.*?([\d.]+) ms\s+(\d+) threads?$", res.stderr, flags=re.M)
+    return [(kind, float(ms), int(n)) for kind, ms, n in rows]
+
+
+def serial_fraction(model_path: str, threads: int = 2, repeat: int = 20) -> Optional[Dict[str, Any]]:
+    """Share of the one-thread CPU time in ops that ran on one thread when `threads` were allowed
+    (the per-op thread counts of bssl-infer's profile), and the Amdahl bound it sets."""
     exe = infer_program()
     if exe is None:
         return None
-    res = subprocess.run([exe, model_path, "--repeat", str(repeat)], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "BSSL_RUNTIME_PROFILE": "1"})
-    per_op = re.findall(r"^\s*op\s+\d+\s+(\w+)\s.*?([\d.]+) ms$", res.stderr, flags=re.M)
-    if res.returncode != 0 or not per_op:
+    one, many = _profile(exe, model_path, 1, repeat), _profile(exe, model_path, threads, repeat)
+    if not one or len(one) != len(many):
         return None
-    total = sum(float(ms) for _, ms in per_op)
-    serial = sum(float(ms) for kind, ms in per_op if kind not in PARALLEL_OPS)
-    kinds = sorted({kind for kind, _ in per_op if kind not in PARALLEL_OPS})
-    return {"serial_ms": serial, "total_ms": total, "fraction": serial / total, "serial_ops": kinds}
+    total = sum(ms for _, ms, _ in one)
+    serial_ops = [(k, ms) for (k, ms, _), (_, _, n) in zip(one, many) if n == 1]
+    serial = sum(ms for _, ms in serial_ops)
+    return {"serial_ms": serial, "total_ms": total, "fraction": serial / total, "threads": threads,
+            "serial_ops": sorted({k for k, _ in serial_ops}), "n_serial_ops": len(serial_ops), "n_ops": len(one),
+            "caller_ms": {1: total, threads: sum(ms for _, ms, _ in many)}}
 
 
 def free_parallelism(counts: List[int], seconds: float = 0.3) -> Dict[int, float]:
@@ -201,21 +211,24 @@ def thread_scaling(counts: List[int], input_size: int, runs: int, warmup: int, o
             models[t].run(x)
     wall: Dict[int, List[float]] = {t: [] for t in counts}
     cpu: Dict[int, List[float]] = {t: [] for t in counts}
+    caller: Dict[int, List[float]] = {t: [] for t in counts}
     for _ in range(runs):
         for t in counts:
-            c0, w0 = time.process_time(), time.perf_counter()
+            c0, w0, k0 = time.process_time(), time.perf_counter(), time.thread_time()
             models[t].run(x)
+            caller[t].append((time.thread_time() - k0) * 1e3)
             wall[t].append((time.perf_counter() - w0) * 1e3)
             cpu[t].append((time.process_time() - c0) * 1e3)
     load_after = os.getloadavg()
     for m in models.values():
         m.close()
     rows = {t: {"p50_ms": float(np.median(wall[t])), "min_ms": float(np.min(wall[t])),
-                "cpu_ms": float(np.median(cpu[t])), "cpu_per_wall": float(np.median(np.array(cpu[t]) / np.array(wall[t])))}
+                "cpu_ms": float(np.median(cpu[t])), "cpu_per_wall": float(np.median(np.array(cpu[t]) / np.array(wall[t]))),
+                "caller_cpu_ms": float(np.median(caller[t]))}
             for t in counts}
     return {"machine": describe_machine(), "load_before": load_before, "load_after": load_after,
             "settings": {"input_size": input_size, "runs": runs, "warmup": warmup, "counts": counts},
-            "file_bytes": path.stat().st_size, "rows": rows, "serial": serial_fraction(str(path)),
+            "file_bytes": path.stat().st_size, "rows": rows, "serial": serial_fraction(str(path), max(counts)),
             "free_parallelism": free}
 
 
@@ -230,14 +243,19 @@ def threads_markdown(res: Dict[str, Any]) -> str:
              "", f"ReActNet-A, {st['input_size']} px, batch 1, seeded random weights, one process, the thread counts "
              f"timed in turn over {st['runs']} rounds after {st['warmup']} warm-up calls each.", "",
              "| threads | p50 ms | min ms | speed-up (p50) | speed-up (min) | process CPU ms per run | CPU / wall "
-             "| machine's free parallelism |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| calling thread's CPU ms | its share ratio | machine's free parallelism |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     free = {int(k): v for k, v in (res.get("free_parallelism") or {}).items()}
     for t in st["counts"]:
         r = rows[t]
         fp = f"{free[t]:.2f}x" if t in free else ""
         lines.append(f"| {t} | {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {base['p50_ms'] / r['p50_ms']:.2f}x | "
-                     f"{base['min_ms'] / r['min_ms']:.2f}x | {r['cpu_ms']:.2f} | {r['cpu_per_wall']:.2f} | {fp} |")
+                     f"{base['min_ms'] / r['min_ms']:.2f}x | {r['cpu_ms']:.2f} | {r['cpu_per_wall']:.2f} | "
+                     f"{r['caller_cpu_ms']:.2f} | {base['caller_cpu_ms'] / r['caller_cpu_ms']:.2f}x | {fp} |")
+    lines += ["", "Calling thread's CPU ms: the CPU time of the thread that calls the runtime, which runs the first "
+                  "part of every split op itself and the unsplit ops whole; its ratio is how much of the work "
+                  "the other threads took off it, the speed-up free cores would approach (less the wake-ups), "
+                  "not a latency measured here."]
     if free:
         lines += ["", "Free parallelism: N copies of the kernels' register-only XOR-popcount loop run together, "
                       "their total throughput over one copy's, measured just before (N on idle cores)."]
@@ -246,9 +264,11 @@ def threads_markdown(res: Dict[str, Any]) -> str:
         bounds = ", ".join(f"{t} threads {1 / (ser['fraction'] + (1 - ser['fraction']) / t):.2f}x"
                            for t in st["counts"] if t > 1)
         lines += ["", f"The runtime's own split (a model, not a measurement): of {ser['total_ms']:.2f} ms one-thread CPU "
-                      f"time per image, {ser['serial_ms']:.2f} ms ({100 * ser['fraction']:.1f}%) is in ops it runs on one "
-                      f"thread ({', '.join(ser['serial_ops'])}); the rest is divided over the threads. Amdahl bound: "
-                      f"{bounds} on free cores."]
+                      f"time per image (bssl-infer's BSSL_RUNTIME_PROFILE), {ser['serial_ms']:.2f} ms "
+                      f"({100 * ser['fraction']:.1f}%) is in the {ser['n_serial_ops']} of {ser['n_ops']} ops that ran on "
+                      f"one thread with {ser['threads']} allowed ({', '.join(ser['serial_ops']) or 'none'}: too little "
+                      f"work to wake a thread for, or the memory-bound classifier); the rest is divided over the "
+                      f"threads. Amdahl bound: {bounds} on free cores."]
     return "\n".join(lines) + "\n"
 
 

@@ -292,11 +292,18 @@ static void *pool_main(void *arg) {
   return NULL;
 }
 
+#define FUSED_EPILOGUE_WORDS 8
+
+static _Thread_local int32_t g_last_split = 1;
+int32_t bssl_last_split(void) { return g_last_split; }
+void bssl_last_split_reset(void) { g_last_split = 1; }
+
 /* runs jobs[0] on the caller and jobs[1..] on pool workers; returns how many jobs ran (all
  * unless the pool could not grow, then the caller runs the rest) */
 static int64_t run_jobs(work_t *jobs, int64_t n) {
   if (n <= 1) {
     worker(&jobs[0]);
+    g_last_split = 1;
     return n;
   }
   pthread_once(&g_fork_once, pool_register_fork);
@@ -314,6 +321,7 @@ static int64_t run_jobs(work_t *jobs, int64_t n) {
     g_pool.alive++;
   }
   if (g_pool.alive < n - 1) n = g_pool.alive + 1; /* fewer threads than asked: the jobs merge below */
+  g_last_split = (int32_t)n;
   g_pool.jobs = jobs;
   g_pool.njobs = n;
   g_pool.pending = g_pool.alive;
@@ -477,7 +485,12 @@ int bssl_bconv2d_fused(const uint64_t *x, int32_t n, int32_t hp, int32_t wp, int
   }
   const bssl_isa_impl *impl = impl_of(isa);
   const int64_t ntiles = ((int64_t)n * a.ho * a.wo + impl->mr - 1) / impl->mr;
-  const int64_t work = ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * a.k_words;
+  /* the fused epilogue (scale, residual, RPReLU, float store and sign bits per output value)
+   * costs about as much as FUSED_EPILOGUE_WORDS word-XORs: BSSL_RUNTIME_PROFILE puts a 1x1 conv
+   * over one input word (ReActNet-A's 112x112 expansion) at about half the time of the 3x3 conv
+   * over nine words with the same outputs. Counting it lets the many-output, short-K 1x1 convs
+   * split over threads like the others. */
+  const int64_t work = ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * (a.k_words + FUSED_EPILOGUE_WORDS);
   const int64_t min_work = bssl_thread_min_work_get();
   int64_t nth = threads < ntiles ? threads : ntiles;
   if (min_work > 0 && nth > work / min_work) nth = work / min_work > 1 ? work / min_work : 1;

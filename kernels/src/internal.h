@@ -88,6 +88,10 @@ static inline uint32_t *bssl_fused_bits_at(const bssl_bits_out *bo, int64_t b, i
 /* generic parallel loop over [0, n) on the kernels' worker threads, fixed contiguous split */
 typedef void (*bssl_range_fn)(void *ctx, int64_t i0, int64_t i1);
 void bssl_parallel_for(int64_t n, int32_t threads, bssl_range_fn fn, void *ctx);
+/* how many threads the calling thread's last parallel call ran on (1 after a reset); the
+ * runtime's BSSL_RUNTIME_PROFILE table reports it per op */
+int32_t bssl_last_split(void);
+void bssl_last_split_reset(void);
 
 static inline int bssl_popcount64(uint64_t v) { return __builtin_popcountll(v); }
 

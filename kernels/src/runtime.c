@@ -102,6 +102,7 @@ struct bssl_model {
   bssl_range_fn conv_rows; /* the FP conv: AVX2+FMA or portable, the same results */
   float *zeros; /* cin zeros: the taps of FP convs outside the input */
   double *prof_ms; /* BSSL_RUNTIME_PROFILE=1: per-op thread CPU time, printed by bssl_model_free */
+  int32_t *prof_split; /* ... and the most threads each op's last parallel call ran on */
   int64_t prof_runs;
 };
 
@@ -750,11 +751,11 @@ static void print_profile(const bssl_model *m) {
   for (uint32_t i = 0; i < m->n_ops; i++) {
     const rop *op = &m->ops[i];
     const rvalue *y = &m->values[op->f[2]];
-    fprintf(stderr, "  op %3u %-15s k%u s%u -> %4dx%-4dx%5d %s %8.4f ms\n", i, k_op_names[op->type],
+    fprintf(stderr, "  op %3u %-15s k%u s%u -> %4dx%-4dx%5d %s %8.4f ms %2d thread%s\n", i, k_op_names[op->type],
             op->type <= OP_MAXPOOL ? op->f[op->type <= OP_BCONV ? 5 : 3] : 0,
             op->type <= OP_MAXPOOL ? op->f[op->type <= OP_BCONV ? 6 : 4] : 0, y->h, y->w, y->c,
             op->type == OP_BCONV ? (m->packs[op->pk].fused ? "fused" : "pack ") : "     ",
-            m->prof_ms[i] / (double)(m->prof_runs ? m->prof_runs : 1));
+            m->prof_ms[i] / (double)(m->prof_runs ? m->prof_runs : 1), m->prof_split[i], m->prof_split[i] > 1 ? "s" : "");
   }
 }
 
@@ -764,6 +765,7 @@ void bssl_model_free(bssl_model *m) {
     if (m->prof_runs) print_profile(m);
     free(m->prof_ms);
   }
+  free(m->prof_split);
   if (m->ops)
     for (uint32_t i = 0; i < m->n_ops; i++) {
       free(m->ops[i].mul);
@@ -794,7 +796,9 @@ static int finish_load(bssl_model *m, bssl_model **out) {
   m->conv_rows = pick_conv_rows();
   int rc = load_buffer(m);
   const char *prof = getenv("BSSL_RUNTIME_PROFILE");
-  if (!rc && prof && *prof && strcmp(prof, "0") != 0 && !(m->prof_ms = (double *)calloc(m->n_ops, sizeof(double))))
+  if (!rc && prof && *prof && strcmp(prof, "0") != 0 &&
+      (!(m->prof_ms = (double *)calloc(m->n_ops, sizeof(double))) ||
+       !(m->prof_split = (int32_t *)calloc(m->n_ops, sizeof(int32_t)))))
     rc = rt_fail(BSSL_RT_ENOMEM, "out of memory (profile)");
   if (rc) {
     bssl_model_free(m);
@@ -1043,7 +1047,22 @@ static bssl_range_fn pick_conv_rows(void) {
 static bssl_range_fn pick_conv_rows(void) { return conv_rows_portable; }
 #endif
 
-FP_CLONES static void run_pool(const bssl_model *m, const rop *op) {
+/* threads worth waking for `values` float operations: as for packing, about a quarter of the
+ * kernels' minimum work per thread (BSSL_KERNELS_THREAD_WORK) each; 0 always splits */
+static int32_t fp_threads(int64_t values, int32_t threads) {
+  const int64_t mw = bssl_thread_min_work_get() / 4;
+  int64_t t = mw > 0 ? values / mw : threads;
+  if (t > threads) t = threads;
+  return t < 1 ? 1 : (int32_t)t;
+}
+
+typedef struct {
+  const bssl_model *m;
+  const rop *op;
+} op_job;
+
+/* output rows [y0, y1) of a pool; every output value is computed by one thread in one order */
+FP_CLONES static void run_pool_rows(const bssl_model *m, const rop *op, int32_t y0, int32_t y1) {
   const uint32_t *f = op->f;
   const rvalue *x = &m->values[f[1]], *y = &m->values[f[2]];
   const int mx = op->type == OP_MAXPOOL;
@@ -1051,7 +1070,7 @@ FP_CLONES static void run_pool(const bssl_model *m, const rop *op) {
   const float *in = vptr(m, f[1]);
   float *out = vptr(m, f[2]);
   const float inv = 1.0f / (float)(k * k);
-  for (int32_t oy = 0; oy < y->h; oy++)
+  for (int32_t oy = y0; oy < y1; oy++)
     for (int32_t ox = 0; ox < y->w; ox++) {
       float *o = out + ((int64_t)oy * y->w + ox) * c;
       for (int32_t j = 0; j < c; j++) o[j] = mx ? -INFINITY : 0.0f;
@@ -1073,6 +1092,18 @@ FP_CLONES static void run_pool(const bssl_model *m, const rop *op) {
     }
 }
 
+static void pool_range(void *ctx, int64_t y0, int64_t y1) {
+  const op_job *j = (const op_job *)ctx;
+  run_pool_rows(j->m, j->op, (int32_t)y0, (int32_t)y1);
+}
+
+static void run_pool(const bssl_model *m, const rop *op) {
+  const rvalue *y = &m->values[op->f[2]];
+  const int64_t k = op->f[3];
+  op_job jb = {m, op};
+  bssl_parallel_for(y->h, fp_threads((int64_t)y->h * y->w * y->c * k * k, m->threads), pool_range, &jb);
+}
+
 FP_CLONES static void run_gap(const bssl_model *m, const rop *op) {
   const rvalue *x = &m->values[op->f[1]];
   const int64_t npix = (int64_t)x->h * x->w;
@@ -1087,6 +1118,9 @@ FP_CLONES static void run_gap(const bssl_model *m, const rop *op) {
   for (int32_t j = 0; j < x->c; j++) out[j] /= inv;
 }
 
+/* one thread: the weights are read once per image, so the layer is bound by memory bandwidth,
+ * and splitting its outputs over two threads made the caller's share slower, not faster
+ * (BSSL_RUNTIME_PROFILE, ReActNet-A's 1024 x 1000 classifier) */
 FP_CLONES static void run_linear(const bssl_model *m, const rop *op) {
   const int32_t c = m->values[op->f[1]].c, n = m->values[op->f[2]].c;
   const float *in = vptr(m, op->f[1]), *W = tf(m, op->f[3]), *bias = tf(m, op->f[4]);
@@ -1173,7 +1207,10 @@ int bssl_model_run(bssl_model *m, const float *x, int32_t n, float *logits, floa
     for (uint32_t i = 0; i < m->n_ops; i++) {
       const rop *op = &m->ops[i];
       struct timespec t0, t1;
-      if (m->prof_ms) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+      if (m->prof_ms) {
+        bssl_last_split_reset();
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+      }
       for (int z = 0; z < op->nzero; z++) zero_packed(m, op->zero[z]);
       switch (op->type) {
         case OP_BCONV: {
@@ -1195,6 +1232,7 @@ int bssl_model_run(bssl_model *m, const float *x, int32_t n, float *logits, floa
       if (m->prof_ms) {
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
         m->prof_ms[i] += (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        if (bssl_last_split() > m->prof_split[i]) m->prof_split[i] = bssl_last_split();
       }
     }
     if (m->prof_ms) m->prof_runs++;
