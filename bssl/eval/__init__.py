@@ -47,20 +47,29 @@ def protocol_names() -> list:
 
 def evaluate(extractor_or_path: Any, cfg: Dict[str, Any], protocols: Optional[Sequence[str]], out_dir: Path,
              dataset: Optional[str] = None, data_root: Optional[str] = None,
-             report_path: Optional[Path] = None, name: Optional[str] = None) -> Dict[str, dict]:
-    """Run `protocols` (default: cfg eval.protocols) and write eval.json / eval.md / fewshot.png to out_dir."""
+             report_path: Optional[Path] = None, name: Optional[str] = None, save: Any = None) -> Dict[str, dict]:
+    """Run `protocols` (default: cfg eval.protocols) and write eval.json / eval.md / fewshot.png to out_dir.
+
+    `save` (a folder or a bssl.classifier.ClassifierTarget): also write the linear or semisup head with the student
+    as a classifier checkpoint there (docs/classifier.md)."""
     from ..config import validate
 
     cfg = validate(cfg)  # a partial dict from Python gets the declared defaults; a bad value fails here
     protocols = list(protocols or cfg["eval"]["protocols"])
     for p in protocols:
         PROTOCOLS.get(p)  # unknown names fail before any work
+    if save is not None:
+        from ..classifier import ClassifierTarget
+
+        save = save if isinstance(save, ClassifierTarget) else ClassifierTarget(save, config=cfg)
+        save.prepare(protocols, extractor_or_path, cfg)  # an existing classifier or a teacher fail before any work
     seed_everything(int(cfg["run"]["seed"]))
     device = pick_device(str(cfg["run"]["device"]))
     extractor = as_extractor(extractor_or_path, input_size=cfg["data"]["image_size"], device=device)
     model_name = name or extractor.name
     out_dir = Path(out_dir)
     ctx = EvalContext(extractor, cfg, out_dir, dataset=dataset, data_root=data_root)
+    ctx.save = save
     results: Dict[str, dict] = {}
     threads = int(cfg["eval"]["threads"])  # 0: keep torch's default
     saved_threads = torch.get_num_threads()

@@ -92,6 +92,7 @@ class EvalContext:
         cache = self.ecfg["cache_dir"]
         self.cache_dir = Path(cache) if cache else self.out_dir / "feature_cache"
         self._memo: Dict[tuple, Features] = {}
+        self.save = None  # bssl.classifier.ClassifierTarget: `bssl eval linear|semisup --save DIR`
 
     def get(self, key: str) -> Any:
         """A declared [eval] key (bssl.config.EVAL)."""

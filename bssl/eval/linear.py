@@ -46,8 +46,10 @@ def _batch(x: np.ndarray, idx: np.ndarray, norm: str, stats) -> torch.Tensor:
 
 def train_linear(train: Features, test: Features, epochs: int = 100, lr: float = 30.0, momentum: float = 0.9,
                  weight_decay: float = 0.0, milestones: Sequence[float] = (0.6, 0.8), batch_size: int = 256,
-                 norm: str = "none", seed: int = 0, device: str = "cpu") -> dict:
-    """Train an FC layer on `train` features and report top-1/top-5 (or mAP for multi-label) on `test`."""
+                 norm: str = "none", seed: int = 0, device: str = "cpu", keep: Optional[dict] = None) -> dict:
+    """Train an FC layer on `train` features and report top-1/top-5 (or mAP for multi-label) on `test`.
+
+    `keep`: a dict that receives the trained layer ("fc", on CPU) and the standardisation ("stats": mean, std or None)."""
     if norm not in NORMS:
         raise UserError(f"eval.linear_norm {norm!r} is unknown; use one of {', '.join(NORMS)}")
     if epochs < 1:
@@ -92,6 +94,8 @@ def train_linear(train: Features, test: Features, epochs: int = 100, lr: float =
     with torch.no_grad():
         scores = torch.cat([fc(_batch(x_test, np.arange(i, min(i + 4096, len(x_test))), norm, stats).to(device)).cpu()
                             for i in range(0, len(x_test), 4096)]).numpy()
+    if keep is not None:
+        keep.update(fc=fc.cpu(), stats=stats)
     details = {"epochs": epochs, "lr": lr, "milestones": steps, "norm": norm, "batch_size": batch_size,
                "final_train_loss": history[-1], "loss_history": history,
                "n_train": len(x_train), "n_test": len(x_test), "augmentation": "none (cached features)"}
@@ -115,4 +119,8 @@ def linear_kwargs(ctx) -> dict:
 def run_linear(ctx) -> dict:
     name, root = ctx.primary()
     train, test = ctx.pair(name, root)
-    return dict(train_linear(train, test, **linear_kwargs(ctx)), **ctx.source(name, root, train, test))
+    keep = {} if ctx.save is not None and ctx.save.wants("linear") else None
+    res = dict(train_linear(train, test, **linear_kwargs(ctx), keep=keep), **ctx.source(name, root, train, test))
+    if keep is not None:  # `--save`: the student frozen with this head, standardisation folded in
+        ctx.save.from_linear(ctx, train, test, keep["fc"], keep["stats"], res["details"]["norm"], res)
+    return res

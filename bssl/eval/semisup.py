@@ -63,8 +63,8 @@ class _Classifier(nn.Module):
 
 def finetune(backbone: nn.Module, train_set, test_set, num_classes: int, epochs: int, lr: float, head_mult: float,
              milestones: Sequence[float] = (0.6, 0.8), gamma: float = 0.2, batch_size: int = 256,
-             momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, device="cpu") -> dict:
-    """Fine-tune a copy of `backbone` with a new FC head; return test top-1/top-5."""
+             momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, device="cpu", keep=None) -> dict:
+    """Fine-tune a copy of `backbone` with a new FC head; return test top-1/top-5 (`keep`: dict receiving "model")."""
     torch.manual_seed(seed)
     backbone = copy.deepcopy(backbone).to(device)
     with torch.no_grad():
@@ -96,6 +96,8 @@ def finetune(backbone: nn.Module, train_set, test_set, num_classes: int, epochs:
             scores.append(model(x.to(device)).float().cpu())
             labels.append(torch.as_tensor(y))
     s, lab = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    if keep is not None:
+        keep["model"] = model.cpu()
     if not np.isfinite(s).all():
         return {"top1": float("nan"), "top5": float("nan"), "final_loss": last, "diverged": True}
     return {"top1": topk_accuracy(s, lab, 1), "top5": topk_accuracy(s, lab, 5), "final_loss": last, "diverged": False}
@@ -122,10 +124,14 @@ def run_semisup(ctx) -> dict:
               device=pick_device(str(ctx.cfg["run"]["device"])))
     per_fraction = {}
     grid = list(itertools.product(fractions, lrs, mults))
+    kept = None  # `--save`: (model, run, fraction, labels) of the best run on the first fraction
     for frac, lr, mult in tqdm(grid, desc="semisup", disable=None, leave=False):
         idx = balanced_subset(np.asarray(train_feats.targets), frac, ctx.seed)
+        keep = {} if ctx.save is not None and ctx.save.wants("semisup") and frac == fractions[0] else None
         res = finetune(ctx.extractor.module, Subset(train_set, idx.tolist()), test_set, train_feats.num_classes,
-                       lr=lr, head_mult=mult, **kw)
+                       lr=lr, head_mult=mult, keep=keep, **kw)
+        if keep and np.isfinite(res["top1"]) and (kept is None or res["top1"] > kept[1]["top1"]):
+            kept = (keep["model"], dict(res, lr=lr, head_mult=mult), frac, len(idx))
         entry = per_fraction.setdefault(str(frac), {"n_labels": int(len(idx)), "runs": []})
         entry["runs"].append(dict(res, lr=lr, head_mult=mult))
     for entry in per_fraction.values():
@@ -134,5 +140,8 @@ def run_semisup(ctx) -> dict:
     first = per_fraction[str(fractions[0])]
     value = first["best"]["top1"] if first["best"] else float("nan")
     details = {"per_fraction": per_fraction, "epochs": kw["epochs"], "selection": "best run on the test split (paper)"}
-    return {"metric": f"top1@{fractions[0]:g}", "value": value, "details": details,
-            **ctx.source(name, root, train_feats, len(test_set))}
+    out = {"metric": f"top1@{fractions[0]:g}", "value": value, "details": details,
+           **ctx.source(name, root, train_feats, len(test_set))}
+    if ctx.save is not None and ctx.save.wants("semisup"):
+        ctx.save.from_semisup(ctx, train_feats.classes, kept, out)
+    return out
