@@ -200,10 +200,11 @@ def load_feature_extractor(path: os.PathLike | str, device: str | torch.device =
     except Exception:  # noqa: BLE001  (let load_teacher report on formats it knows)
         raw = None
     kind = raw.get("bssl_kind") if isinstance(raw, dict) else None
-    if kind == "student":
+    if kind in ("student", "classifier"):  # a classifier: the features of its student
+        from ..classifier import load_classifier
         from ..models import load_student
 
-        model = load_student(path)
+        model = load_student(path) if kind == "student" else load_classifier(path)
         return TorchExtractor(model, _input_size_from_config(raw), key=key, name=path.stem, device=device)
     if kind is not None and kind != "teacher":
         raise UserError(f"checkpoint {path} holds a {kind!r}; evaluation needs a student or teacher checkpoint, an .onnx or a model.bssl")
