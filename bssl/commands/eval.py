@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"protocols to run ({', '.join(PROTOCOL_CHOICES)}, or 'all'); default: eval.protocols of the "
                         "preset; 'accuracy' alone: top-1 of a classifier or its export on the held-out split")
     p.add_argument("--checkpoint", type=Path, required=True,
-                   help="student or teacher .pt (bssl, official MoCo/SimSiam, torchvision) or an exported .onnx")
+                   help="student, teacher or classifier .pt (bssl, official MoCo/SimSiam, torchvision), an exported .onnx "
+                        "or a model.bssl")
     add_preset_arguments(p, default="cpu")
     p.add_argument("--dataset", default=None,
                    help="evaluate on this dataset instead of the preset's data.dataset (shapes, digits, imagefolder, "
