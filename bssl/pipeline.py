@@ -18,7 +18,7 @@ import torch
 from .errors import UserError
 from .utils import code_version, seed_everything, write_json
 
-STEPS = ("teacher", "distill", "export", "profile", "bench", "eval", "report")
+STEPS = ("teacher", "distill", "export", "profile", "bench", "eval", "classifier", "report")
 
 
 def prepare_run_dir(out_dir: Path, *, resume: bool, force: bool) -> None:
@@ -163,10 +163,17 @@ def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary
 
     bench_res = step("bench", do_bench)
 
+    # on labelled single-label data the linear probe's head becomes a deployable classifier of the user's classes
+    protocols = cfg["eval"]["protocols"]
+    make_classifier = "linear" in protocols and not data_summary["multilabel"]
+
     def do_eval():
         from bssl.eval import evaluate
-        protocols = cfg["eval"]["protocols"]
-        res = {"student": _jsonable(evaluate(student_ckpt, cfg, protocols, out_dir / "eval" / "student")),
+        save = None
+        if make_classifier:
+            from bssl.classifier import ClassifierTarget
+            save = ClassifierTarget(out_dir / "classifier", force=True, config=cfg, protocol="linear")
+        res = {"student": _jsonable(evaluate(student_ckpt, cfg, protocols, out_dir / "eval" / "student", save=save)),
                "teacher": _jsonable(evaluate(teacher_res["checkpoint"], cfg, protocols, out_dir / "eval" / "teacher"))}
         # The same architecture with random weights on the same probes: the floor that shows learning.
         random_ckpt = _random_student_checkpoint(student_ckpt, out_dir / "eval" / "random-init.pt", seed=seed)
@@ -174,6 +181,22 @@ def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary
         return res
 
     eval_res = step("eval", do_eval)
+
+    def do_classifier():
+        """Export the student + linear head with the class names, and score the deployed files themselves."""
+        from bssl.classifier import evaluate_accuracy
+        from bssl.export import export_model
+        clf = out_dir / "classifier" / "classifier.pt"
+        exports, accuracy = [], {}
+        for fmt in ("bssl", "onnx"):
+            exp = _jsonable(export_model(clf, fmt, out_dir / "classifier" / "export"))
+            exports.append(exp)
+            res = evaluate_accuracy(exp["path"], cfg, out_dir / "classifier" / f"accuracy-{fmt}", compare=clf)
+            accuracy[fmt] = _jsonable(res)
+        return {"checkpoint": str(clf), "exports": exports, "accuracy": accuracy,
+                "runtime_ms": _runtime_latency(exports[0]["path"], int(cfg["bench"]["runs"]), int(cfg["bench"]["warmup"]))}
+
+    classifier_res = step("classifier", do_classifier) if make_classifier else None
 
     report = {
         "bssl_version": code_version(),
@@ -186,6 +209,7 @@ def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary
         "profile": profile_res,
         "bench": bench_res,
         "eval": eval_res,
+        "classifier": classifier_res,
         "seconds": {k: v["seconds"] for k, v in state.data["steps"].items()},
     }
     write_json(out_dir / "report.json", report)
@@ -194,6 +218,24 @@ def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary
     (out_dir / "report.md").write_text(md)
     state.record("report", {"json": str(out_dir / "report.json"), "markdown": str(out_dir / "report.md")}, 0.0)
     return report
+
+
+def _runtime_latency(path: str, runs: int, warmup: int) -> Dict[str, float]:
+    """p50 / min latency of one image through model.bssl in the native runtime, 1 thread."""
+    import numpy as np
+
+    from . import runtime
+
+    model = runtime.load(path, threads=1)
+    x = np.random.default_rng(0).standard_normal((1, *model.input_shape), dtype=np.float32)
+    for _ in range(warmup):
+        model.run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.run(x)
+        times.append(1000 * (time.perf_counter() - t0))
+    return {"p50": float(np.median(times)), "min": float(min(times)), "runs": runs}
 
 
 def _random_student_checkpoint(student_ckpt: str, path: Path, seed: int) -> str:

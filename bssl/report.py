@@ -136,6 +136,26 @@ def render_markdown(report: Dict[str, Any], out_dir: Path) -> str:
         parts += ["## Exported models", "", md_table(["format", "target", "bytes", "path"],
                                                       [[e.get("format"), e.get("target"), e.get("bytes"), e.get("path")] for e in ex]), ""]
 
+    # --- the deployed classifier: the student with the linear probe's head, on the user's classes
+    clf = report.get("classifier")
+    if clf:
+        rows = []
+        sizes = {e["format"]: e.get("bytes") for e in clf["exports"]}
+        for fmt, res in clf["accuracy"].items():
+            acc = res["accuracy"]
+            d = acc["details"]
+            cmp_ = d.get("compare") or {}
+            lat = f"{clf['runtime_ms']['p50']:.3f}" if fmt == "bssl" else "–"
+            rows.append([fmt, Path(d["model"]).name, sizes.get(fmt), f"{100 * acc['value']:.2f}",
+                         f"{100 * cmp_['top1']:.2f}" if cmp_ else "–",
+                         f"{100 * cmp_['top1_agreement']:.1f}" if cmp_ else "–", lat, acc["source"]])
+        parts += ["## Deployed classifier", "",
+                  f"The student with the linear probe's head on the dataset's own classes: `{clf['checkpoint']}`. "
+                  "Top-1 is measured on the exported file itself, beside the PyTorch classifier on the same images; "
+                  "latency is the native runtime's, batch 1, 1 thread.", "",
+                  md_table(["format", "file", "bytes", "deployed top-1 %", "PyTorch top-1 %", "same top-1 %",
+                            "p50 ms", "data"], rows), ""]
+
     # --- bench
     b = report.get("bench", {})
     if b:

@@ -32,7 +32,7 @@ def test_run_folder_holds_every_artifact(smoke_run):
     assert len(report["distill"]["stage_checkpoints"]) == 2
     # exports, each one a real file of the size reported
     formats = {e["format"] for e in report["export"]}
-    assert {"onnx", "onnx-packed", "tvm"} <= formats
+    assert {"bssl", "onnx", "onnx-packed", "tvm"} <= formats
     for e in report["export"]:
         p = Path(e["path"])
         p = p if p.is_absolute() else out.parent / p  # relative to where bssl run was started
@@ -46,9 +46,18 @@ def test_run_folder_holds_every_artifact(smoke_run):
     for who in ("student", "teacher", "random-init student"):
         assert set(report["eval"][who]) >= {"linear", "knn", "svm", "fewshot"} or \
             set(report["eval"][who].get("results", {})) >= {"linear", "knn", "svm", "fewshot"}
+    # the deployable classifier of the data's own classes, scored on its exported files
+    clf = report["classifier"]
+    assert (out / "classifier" / "classifier.pt").is_file()
+    assert {e["format"] for e in clf["exports"]} == {"bssl", "onnx"}
+    for fmt, res in clf["accuracy"].items():
+        acc = res["accuracy"]
+        assert 0.0 <= acc["value"] <= 1.0 and acc["details"]["compare"]["top1_agreement"] > 0.9, fmt
+    assert clf["runtime_ms"]["p50"] > 0
+    assert "runtime" in {r["backend"] for r in report["bench"]["rows"]}
     # human report with tables and plots
     md = (out / "report.md").read_text()
-    assert "## Downstream evaluation" in md and "## Latency and memory" in md
+    assert "## Downstream evaluation" in md and "## Latency and memory" in md and "## Deployed classifier" in md
     pngs = list(out.rglob("*.png"))
     assert any(p.name == "teacher.png" for p in pngs) and any("distill" in str(p) for p in pngs)
     # the Markdown is also printed for the user
