@@ -1,6 +1,6 @@
 """Baselines: direct self-supervised learning on the binary student ("tuned MoCo v2" / BYOL rows).
 
-The teacher engineer's method implementations (bssl.teachers: MoCo v2 with its queue and momentum
+The teacher methods (bssl.teachers: MoCo v2 with its queue and momentum
 encoder, BYOL with its predictor and EMA target, SimCLR with its in-batch negatives) are applied unchanged to the student's feature
 extractor k, wrapped as their backbone; no FP teacher is involved.
 """

@@ -11,8 +11,8 @@ Block: out1 = RPReLU1(unit3x3(x) + (AvgPool2d(2)(x) if stride 2 else x));
 Every binary conv is a BinaryConvBN unit (RSign -> BinaryConv2d -> BN).
 
 Each of the two duplicated 1x1 units has its own RSign (as in the paper's figure; the official
-code shares one LearnableBias before them, which the author calls equivalent, liuzechun/ReActNet
-issue #20): c extra parameters per channel-doubling block, 992 in all at width 1.
+code shares one LearnableBias before them, which the author calls equivalent in the repository's
+issue tracker): c extra parameters per channel-doubling block, 992 in all at width 1.
 
 Variants. The paper (Sec. 5.1) describes B and C as replacing the 1-bit 1x1 convs of the
 downsampling (channel-doubling) blocks with real-valued 1x1 convs; B uses group convs with 4

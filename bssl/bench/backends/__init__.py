@@ -32,7 +32,7 @@ class Backend:
     # modules the worker imports both for the baseline and for the measurement, so that the
     # reported peak memory is the model's, not the libraries'
     imports: Sequence[str] = ()
-    # imported too when present (parts of bssl other engineers may not have landed yet)
+    # imported too when present (optional parts of bssl a build may lack)
     optional_imports: Sequence[str] = ()
     # model kinds this backend runs as they are (besides torch-rebuildable references)
     file_kinds: Sequence[str] = ()
