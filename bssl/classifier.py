@@ -142,7 +142,7 @@ def save_classifier(path: os.PathLike | str, model: nn.Module, config: Dict[str,
 
 def load_classifier(path: os.PathLike | str) -> nn.Module:
     """Rebuild a classifier checkpoint: a student with the task head, `.classifier_info` holding classes etc."""
-    from .models import build_model
+    from .models import student_from_checkpoint
     from .utils import load_checkpoint
 
     path = Path(path)
@@ -152,17 +152,10 @@ def load_classifier(path: os.PathLike | str) -> nn.Module:
     if ckpt["bssl_kind"] != KIND:
         raise UserError(f"checkpoint {path} holds a {ckpt['bssl_kind']!r}, but a classifier checkpoint is needed here "
                         f"(written by `bssl eval linear|semisup --save DIR`)")
-    for key in ("spec", "state_dict", "stage", "classes", "preprocess"):
+    for key in ("classes", "preprocess"):
         if key not in ckpt:
             raise UserError(f"classifier checkpoint {path} lacks the {key!r} entry; save it again with --save")
-    spec = dict(ckpt["spec"])
-    name = spec.pop("name")
-    spec.pop("stage", None)
-    model = build_model(name, **spec, stage=int(ckpt["stage"]))
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise UserError(f"classifier checkpoint {path} does not match its spec: {str(exc).splitlines()[0]}") from None
+    model = student_from_checkpoint(ckpt, path, what="classifier", fix="save it again with --save")
     classes = [str(c) for c in ckpt["classes"]]
     if model.classifier.out_features != len(classes):
         raise UserError(f"classifier checkpoint {path} has {model.classifier.out_features} outputs for "

@@ -65,10 +65,16 @@ def save_student(path: os.PathLike | str, model: nn.Module, config: Dict[str, An
 
 def load_student(path: os.PathLike | str) -> nn.Module:
     """Rebuild a student from a checkpoint written by save_student (UserError on other kinds)."""
-    ckpt = load_checkpoint(path, expect_kind="student")
+    return student_from_checkpoint(load_checkpoint(path, expect_kind="student"), path)
+
+
+def student_from_checkpoint(ckpt: dict, path: os.PathLike | str, what: str = "student",
+                            fix: str = "re-save it with save_student") -> nn.Module:
+    """The student a loaded checkpoint dict describes (its `spec`, `state_dict`, `stage`); UserError naming
+    `what` kind of checkpoint and `fix` when an entry is missing or the weights do not fit the spec."""
     for key in ("spec", "state_dict", "stage"):
         if key not in ckpt:
-            raise UserError(f"student checkpoint {path} lacks the {key!r} entry; re-save it with save_student")
+            raise UserError(f"{what} checkpoint {path} lacks the {key!r} entry; {fix}")
     spec = dict(ckpt["spec"])
     name = spec.pop("name")
     spec.pop("stage", None)
@@ -76,11 +82,12 @@ def load_student(path: os.PathLike | str) -> nn.Module:
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
-        raise UserError(f"student checkpoint {path} does not match its spec {ckpt['spec']}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{what} checkpoint {path} does not match its spec {ckpt['spec']}: "
+                        f"{str(exc).splitlines()[0]}") from None
     return model
 
 
 __all__ = [
-    "MODELS", "BACKBONES", "build_model", "build_backbone", "save_student", "load_student",
+    "MODELS", "BACKBONES", "build_model", "build_backbone", "save_student", "load_student", "student_from_checkpoint",
     "ReActNet", "ReActBlock", "BiRealNet18", "set_stage", "load_official_reactnet",
 ]
