@@ -42,17 +42,23 @@ ROWS: Dict[str, tuple] = {
     "direct-simclr": ("baseline", "direct-simclr", {}, "direct SimCLR on the binary student"),
     "s2bnn": ("baseline", "s2bnn", {}, "S2-BNN (KL to the teacher's SSL head)"),
     "supervised-kl": ("baseline", "supervised-kl", {}, "supervised KL (labels, upper reference)"),
+    "no-infomax": ("deviation", "bssl", {"classifier_reg_weight": 0.0}, "without the infomax term on g (β = 0)"),
+    "no-fs-center": ("deviation", "bssl", {"fs_center": False}, "without centring h(x) before L_FS"),
 }
 # rows that share the full BSSL run: the cosine FS and cosine λ variants are the full row itself
 ALIASES = {"fs-cosine": ("fs", "bssl", "L_FS = cosine (full BSSL)"),
-           "lambda-cosine": ("lambda", "bssl", "λ cosine 0.9 → 0.7 (full BSSL)")}
+           "lambda-cosine": ("lambda", "bssl", "λ cosine 0.9 → 0.7 (full BSSL)"),
+           "deviations-all-on": ("deviation", "bssl", "all on: infomax β = 1, centred h(x), projector, L_FS on features (full BSSL)"),
+           "no-projector": ("deviation", "fs-on-heads", "without the projector: L_FS on the heads l(k), g(h) as the released code")}
 TABLES = {
     "ablation": "Table 5 (miniature): ablation of the BSSL components",
     "fs": "Table 6 (miniature): feature-similarity loss",
     "lambda": "Table 7 (miniature): balancing schedule λ(t)",
     "baseline": "Baselines and references",
+    "deviation": "This project's deviations from the paper, each switched off",
 }
-PROTOCOLS = ("linear", "svm")
+PROTOCOLS = ("linear", "knn", "svm")
+PROTOCOL_NAMES = {"linear": "linear top-1", "knn": "kNN top-1", "svm": "SVM mAP"}
 
 
 def _row_cfg(cfg: Dict[str, Any], row: str, seed: int) -> Dict[str, Any]:
@@ -148,77 +154,181 @@ def summarise(results: List[Dict[str, Any]], teacher_scores: Dict[str, float]) -
     for row, rs in by_row.items():
         summary[row] = {p: _stats([r[p] for r in sorted(rs, key=lambda x: x["seed"])]) for p in PROTOCOLS}
         summary[row]["seeds"] = sorted(r["seed"] for r in rs)
+        secs = [r["total_seconds"] for r in rs if r.get("total_seconds")]
+        summary[row]["minutes"] = statistics.fmean(secs) / 60 if secs else None
     if teacher_scores:
         summary["fp-teacher"] = {p: _stats([teacher_scores[p]]) for p in PROTOCOLS}
+        summary["fp-teacher"]["fixed"] = True  # one teacher for every seed: no seed std of its own
     return summary
 
 
+def _compare(summary: Dict[str, Any], better: str, worse: str, p: str) -> Dict[str, Any] | None:
+    """`better` > `worse` on protocol p: the margin of the means against the combined seed std sqrt(s1² + s2²)."""
+    a, b = summary.get(better, {}).get(p), summary.get(worse, {}).get(p)
+    if not a or not b:
+        return None
+    margin = a["mean"] - b["mean"]
+    noise = (a["std"] ** 2 + b["std"] ** 2) ** 0.5
+    seeds = min([s["n"] for row, s in ((better, a), (worse, b)) if not summary[row].get("fixed")] or [1])
+    if margin <= 0:
+        verdict = "NOT reproduced" + (" (reversed by more than the seed std)" if -margin > noise and seeds > 1 else "")
+    elif seeds < 2:
+        verdict = "same direction, one seed (no std yet)"
+    elif margin > noise:
+        verdict = "reproduced"
+    else:
+        verdict = "same direction, within the seed std"
+    return {"margin": margin, "combined_std": noise, "verdict": verdict, "holds": margin > 0, "seeds": seeds}
+
+
 def checks(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The paper's orderings, each marked as reproduced or not at this scale."""
-    def m(row, p="linear"):
-        return summary.get(row, {}).get(p, {}).get("mean")
-
+    """The paper's orderings, each with its margin over the seed std at this scale."""
+    pairs = [("full BSSL beats direct MoCo v2 on the binary student", "bssl", "direct-mocov2"),
+             ("full BSSL beats direct BYOL on the binary student", "bssl", "direct-byol"),
+             ("full BSSL beats direct SimCLR on the binary student", "bssl", "direct-simclr"),
+             ("full BSSL beats S2-BNN-style distillation", "bssl", "s2bnn"),
+             ("(2) feature similarity improves on (1) KL only", "abl2-feature-similarity", "abl1-random-classifier"),
+             ("(3) dynamic balancing improves on (2) constant λ", "abl3-dynamic-balancing", "abl2-feature-similarity"),
+             ("(4) multi-stage improves on (3) one stage", "bssl", "abl3-dynamic-balancing"),
+             ("cosine L_FS beats L1", "bssl", "fs-l1"),
+             ("cosine L_FS beats L2", "bssl", "fs-l2"),
+             ("cosine λ(t) beats constant λ", "bssl", "lambda-constant"),
+             ("cosine λ(t) beats the step schedule", "bssl", "lambda-step"),
+             ("training g jointly beats the released frozen g", "bssl", "frozen-g"),
+             ("the trained binary student beats its untrained floor", "bssl", "random-student"),
+             ("the FP teacher stays above the binary student", "fp-teacher", "bssl")]
     out = []
-
-    def add(claim, rows, ok):
-        if ok is not None:
-            out.append({"claim": claim, "rows": rows, "holds": bool(ok)})
-
-    for p in PROTOCOLS:
-        b, d = m("bssl", p), m("direct-mocov2", p)
-        add(f"full BSSL beats direct MoCo v2 on the binary student ({p})", ["bssl", "direct-mocov2"],
-            None if b is None or d is None else b > d)
-        d2 = m("direct-byol", p)
-        add(f"full BSSL beats direct BYOL on the binary student ({p})", ["bssl", "direct-byol"],
-            None if b is None or d2 is None else b > d2)
-        d3 = m("direct-simclr", p)
-        add(f"full BSSL beats direct SimCLR on the binary student ({p})", ["bssl", "direct-simclr"],
-            None if b is None or d3 is None else b > d3)
-        seq = [m(r, p) for r in ("abl1-random-classifier", "abl2-feature-similarity", "abl3-dynamic-balancing", "bssl")]
-        if all(v is not None for v in seq):
-            add(f"each ablation step (1)→(4) improves ({p})", ["abl1..bssl"],
-                all(a < b2 for a, b2 in zip(seq, seq[1:])))
-        fs = {r: m(r, p) for r in ("bssl", "fs-l1", "fs-l2")}
-        if all(v is not None for v in fs.values()):
-            add(f"cosine is the best L_FS ({p})", list(fs), max(fs, key=fs.get) == "bssl")
-        lam = {r: m(r, p) for r in ("bssl", "lambda-constant", "lambda-step")}
-        if all(v is not None for v in lam.values()):
-            add(f"cosine λ(t) is the best schedule ({p})", list(lam), max(lam, key=lam.get) == "bssl")
-        s2 = m("s2bnn", p)
-        add(f"full BSSL beats S2-BNN-style distillation ({p})", ["bssl", "s2bnn"],
-            None if b is None or s2 is None else b > s2)
-        fz = m("frozen-g", p)
-        add(f"training g jointly beats the released frozen g ({p})", ["bssl", "frozen-g"],
-            None if b is None or fz is None else b > fz)
+    for claim, better, worse in pairs:
+        for p in PROTOCOLS:
+            c = _compare(summary, better, worse, p)
+            if c is not None:
+                out.append({"claim": claim, "protocol": p, "rows": [better, worse], **c})
     return out
+
+
+def _rows_of(table: str) -> List[tuple]:
+    """(summary key, label) of a table's rows: its own rows, then rows shared with the full run."""
+    rows = [(row, label) for row, (t, _, _, label) in ROWS.items() if t == table]
+    rows += [(src, label) for t, src, label in ALIASES.values() if t == table]
+    if table == "baseline":
+        rows += [("random-student", "untrained binary student (floor)"), ("fp-teacher", "FP teacher (ceiling)")]
+    return rows
 
 
 def markdown(summary: Dict[str, Any], claims: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
     lines = [f"# BSSL ablations in miniature ({meta['preset']} preset)", "",
              f"Command: `{meta['command']}`  ",
              f"Machine: {meta['machine']}  ",
-             f"Seeds: {meta['seeds']}; linear = top-1 % of a linear probe on frozen features ({meta['linear_dataset']}), "
-             f"SVM = VOC07-style mAP % of linear SVMs ({meta['svm_dataset']}); mean ± std over seeds.  ",
-             f"Teacher: {meta['teacher']}; student: {meta['student']}.", ""]
+             f"Data: {meta['data']}  ",
+             f"Seeds: {meta['seeds']}; linear = top-1 % of a linear probe on frozen features, kNN = weighted kNN top-1 %, "
+             f"SVM = VOC07-style mAP % of linear SVMs ({meta['svm_dataset']}); mean ± std over the seeds finished "
+             "(n in the last column).  ",
+             f"Teacher: {meta['teacher']}; student: {meta['student']}. One shared configuration for every row: the "
+             f"preset's, with only the row's own switch changed.  ",
+             f"Time so far: {meta['seconds'] / 60:.0f} min in this invocation; each row's mean distil + eval time is "
+             "in the last column.", ""]
+    head = "| row | " + " | ".join(PROTOCOL_NAMES[p] for p in PROTOCOLS) + " | seeds | min / run |"
     for table, title in TABLES.items():
-        lines += [f"## {title}", "", "| row | linear top-1 | SVM mAP |", "|---|---|---|"]
-        for row, (t, _, _, label) in ROWS.items():
-            if t == table and row in summary:
-                lines.append(f"| {label} | {_fmt(summary[row]['linear'])} | {_fmt(summary[row]['svm'])} |")
-        for alias, (t, src, label) in ALIASES.items():
-            if t == table and src in summary:
-                lines.append(f"| {label} | {_fmt(summary[src]['linear'])} | {_fmt(summary[src]['svm'])} |")
-        if table == "baseline":
-            for row, label in (("random-student", "untrained binary student (floor)"),
-                               ("fp-teacher", "FP teacher (ResNet-18, ceiling)")):
-                if row in summary:
-                    lines.append(f"| {label} | {_fmt(summary[row]['linear'])} | {_fmt(summary[row]['svm'])} |")
+        lines += [f"## {title}", "", head, "|---" * (len(PROTOCOLS) + 3) + "|"]
+        for key, label in _rows_of(table):
+            if key in summary:
+                r = summary[key]
+                mins = r.get("minutes")
+                lines.append(f"| {label} | " + " | ".join(_fmt(r.get(p)) for p in PROTOCOLS)
+                             + f" | {len(r.get('seeds', [])) or 1} | {'–' if mins is None else f'{mins:.1f}'} |")
         lines.append("")
-    lines += ["## Orderings of the paper at this scale", ""]
+    lines += ["## The paper's orderings at this scale", "",
+              "Margin = difference of the means (percentage points); noise = sqrt(std₁² + std₂²) over seeds. "
+              "Reproduced means the margin exceeds the noise.", "",
+              "| claim | protocol | margin | noise | seeds | verdict |", "|---|---|---|---|---|---|"]
     for c in claims:
-        lines.append(f"- {'reproduced' if c['holds'] else 'NOT reproduced'}: {c['claim']}")
+        lines.append(f"| {c['claim']} | {c['protocol']} | {100 * c['margin']:+.2f} | {100 * c['combined_std']:.2f} | "
+                     f"{c['seeds']} | {c['verdict']} |")
     lines.append("")
+    for plot in meta.get("plots", []):
+        lines += [f"![{Path(plot).stem}]({plot})", ""]
     return "\n".join(lines)
+
+
+def plots(summary: Dict[str, Any], out: Path, results: List[Dict[str, Any]]) -> List[Path]:
+    """Bar chart of every row with seed-std error bars, and the student's gradient norms of rows (1) and (2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bssl.utils import atomic_path
+
+    made = []
+    keys = [k for k in list(ROWS) + ["random-student", "fp-teacher"] if k in summary]
+    if keys:
+        fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(5 * len(PROTOCOLS), 0.35 * len(keys) + 1.5), sharey=True)
+        for ax, p in zip(axes, PROTOCOLS):
+            means = [100 * summary[k][p]["mean"] for k in keys]
+            stds = [100 * summary[k][p]["std"] for k in keys]
+            ax.barh(range(len(keys)), means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+            ax.set_title(PROTOCOL_NAMES[p] + " %")
+            ax.set_yticks(range(len(keys)), keys)
+            ax.invert_yaxis()
+            ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(out / "ablation_bars.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+        made.append(out / "ablation_bars.png")
+    curves = {}
+    for row in ("abl1-random-classifier", "abl2-feature-similarity"):
+        for r in results:
+            steps_file = out / row / f"seed{r['seed']}" / "steps.jsonl"
+            if r["row"] == row and steps_file.exists():
+                steps = [json.loads(x) for x in steps_file.read_text().splitlines() if x.strip()]
+                pts = [(i, s["grad_features"]) for i, s in enumerate(steps) if s.get("grad_features") is not None]
+                if pts:
+                    curves.setdefault(row, []).append(pts)
+    if curves:
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        for row, runs in curves.items():
+            for j, pts in enumerate(runs):
+                ax.plot([x for x, _ in pts], [y for _, y in pts], color="tab:red" if row.startswith("abl1") else "tab:green",
+                        alpha=0.6, lw=1, label=ROWS[row][3] if j == 0 else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("logged iteration")
+        ax.set_ylabel("gradient norm of the binary student k")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(out / "grad_norms_rows12.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+        made.append(out / "grad_norms_rows12.png")
+    return made
+
+
+def _machine_text(usage: str | None) -> str:
+    from bssl.bench.machine import describe_machine
+
+    m = describe_machine()
+    text = f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['versions'].get('torch')}"
+    return text + (f"; {usage}" if usage else "")
+
+
+def _svm_text(cfg: Dict[str, Any]) -> str:
+    from bssl.config import validate
+    from bssl.eval import svm_dataset
+
+    name, root = svm_dataset(validate(cfg))
+    return name + (f" at {root}" if root else "")
+
+
+def _data_text(cfg: Dict[str, Any]) -> str:
+    from bssl.data.summary import summarize
+
+    s = summarize(cfg, sample=200)
+    tr, ho = s["splits"]["train"], s["splits"]["heldout"]
+    where = f" at {s['root']}" if s.get("root") else ""
+    return (f"{s['dataset']}{where}: {tr['images']:,} training images"
+            + (f" ({tr['description']})" if tr.get("description") else "")
+            + f", {ho['images']:,} held-out images from {s['heldout']['description']}, {s['classes']['count']} classes")
 
 
 def main(argv=None) -> int:
@@ -236,7 +346,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
     ap.add_argument("--device", default=None, help="run.device for all runs (auto, cpu, cuda)")
     ap.add_argument("--teacher-workers", type=int, default=None, help="data loader workers for the teacher's training")
-    ap.add_argument("--machine", default=None, help="description of the machine for the report")
+    ap.add_argument("--machine", default=None, help="how the machine was used (parallel runs, load), for the report")
+    ap.add_argument("--doc", type=Path, default=None,
+                    help="also write the tables here (e.g. docs/results-real.md), plots into a folder beside it")
     args = ap.parse_args(argv)
 
     cfg = apply_overrides(load_preset(args.preset), args.overrides)
@@ -259,8 +371,8 @@ def main(argv=None) -> int:
         print(f"teacher: {teacher} (kNN {res.get('knn_acc')})", flush=True)
     d = cfg["distill"]
     meta = {"preset": args.preset, "seeds": args.seeds, "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-            "machine": args.machine or f"{os.cpu_count()} CPU cores",
-            "linear_dataset": cfg["data"].get("dataset"), "svm_dataset": cfg.get("eval", {}).get("multilabel_dataset"),
+            "machine": _machine_text(args.machine), "data": _data_text(cfg),
+            "linear_dataset": cfg["data"].get("dataset"), "svm_dataset": _svm_text(cfg),
             "teacher": f"{cfg['teacher'].get('method')} {cfg['teacher'].get('arch')}, {cfg['teacher'].get('epochs')} epochs",
             "student": f"{d.get('student')} width {d.get('width')}, {d.get('epochs_stage1')}+{d.get('epochs_stage2')} epochs",
             "overrides": args.overrides}
@@ -274,9 +386,21 @@ def main(argv=None) -> int:
         write_json(out / "ablation.json", {"meta": meta, "summary": summary, "claims": claims,
                                            "runs": sorted(results, key=lambda r: (r["row"], r["seed"])),
                                            "teacher_eval": teacher_scores})
+        made = plots(summary, out, results)
+        meta["plots"] = [p.name for p in made]
         md = markdown(summary, claims, meta)
         with atomic_path(out / "ablation.md") as tmp:
             tmp.write_text(md)
+        if args.doc:
+            import shutil
+
+            figs = args.doc.with_suffix("")  # docs/results-real.md -> docs/results-real/
+            figs.mkdir(parents=True, exist_ok=True)
+            for p in made:
+                shutil.copyfile(p, figs / p.name)
+            meta["plots"] = [f"{figs.name}/{p.name}" for p in made]
+            with atomic_path(args.doc) as tmp:
+                tmp.write_text(markdown(summary, claims, meta))
         return md
 
     # required rows first (all seeds), so a cut-short run still has the main table
