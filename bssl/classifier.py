@@ -243,8 +243,9 @@ class ClassifierTarget:
     def _training(self, protocol: str, **extra: Any) -> Dict[str, Any]:
         return {"protocol": protocol, "from_checkpoint": str(self.source) if self.source else None, **extra}
 
-    def from_linear(self, ctx, train, test, fc: nn.Linear, stats, norm: str, result: Dict[str, Any]) -> Path:
-        """Save the student frozen with the probe's head, standardisation folded in; check the fold on test features."""
+    def _linear_head(self, ctx, train, test, fc: nn.Linear, stats, norm: str, result: Dict[str, Any]
+                     ) -> Tuple[nn.Linear, Dict[str, Any]]:
+        """The probe's head with the standardisation folded in, checked on the held-out features, and its metadata."""
         if train.multilabel:
             raise UserError(f"--save writes a single-label classifier; {result.get('dataset')} is multi-label")
         if norm not in ("none", "standardize"):
@@ -260,9 +261,12 @@ class ClassifierTarget:
         training = self._training("linear", norm=norm, folded_standardization=norm == "standardize",
                                   epochs=d.get("epochs"), lr=d.get("lr"), n_train=d.get("n_train"),
                                   backbone="frozen")
-        model = make_classifier(ctx.extractor.module, head, train.classes,
-                                {"preprocess": pre, "accuracy": accuracy, "training": training})
-        return self._write(model)
+        return head, {"preprocess": pre, "accuracy": accuracy, "training": training}
+
+    def from_linear(self, ctx, train, test, fc: nn.Linear, stats, norm: str, result: Dict[str, Any]) -> Path:
+        """Save the student frozen with the probe's head, standardisation folded in; check the fold on test features."""
+        head, info = self._linear_head(ctx, train, test, fc, stats, norm, result)
+        return self._write(make_classifier(ctx.extractor.module, head, train.classes, info))
 
     def from_semisup(self, ctx, classes: Sequence[str], kept: Optional[tuple], result: Dict[str, Any]) -> Path:
         """Save the fine-tuned student of the best sweep run on the first label fraction with its head.
@@ -280,6 +284,35 @@ class ClassifierTarget:
         model = make_classifier(student, finetuned.head, classes,
                                 {"preprocess": pre, "accuracy": accuracy, "training": training})
         return self._write(model)
+
+
+class FloatClassifierTarget(ClassifierTarget):
+    """The FP reference of a deployed binary classifier: a teacher's frozen backbone with a linear probe's head trained
+    by the same protocol on the same features, written as ONNX FP32 (`model.onnx`, the file one would quantise to
+    int8 and ship instead), with the same class names and metadata as a student classifier's export."""
+
+    def __init__(self, folder: os.PathLike | str, config: Optional[Dict[str, Any]] = None,
+                 source: Optional[os.PathLike | str] = None):
+        super().__init__(folder, force=True, config=config, source=source, protocol="linear")
+        self.path = self.folder / "model.onnx"
+        self.export: Dict[str, Any] = {}
+
+    def prepare(self, protocols: Sequence[str], checkpoint: Any = None, config: Optional[Dict[str, Any]] = None) -> None:
+        if "linear" not in protocols:
+            raise UserError("the FP reference classifier comes from the linear probe, which is not among the protocols")
+        if isinstance(checkpoint, (str, os.PathLike)):
+            self.source = self.source or checkpoint
+        if self.config is None:
+            self.config = config or {}
+
+    def from_linear(self, ctx, train, test, fc: nn.Linear, stats, norm: str, result: Dict[str, Any]) -> Path:
+        from .export.onnx_export import export_float_classifier
+
+        head, info = self._linear_head(ctx, train, test, fc, stats, norm, result)
+        info["classes"] = [str(c) for c in train.classes]
+        self.export = export_float_classifier(ctx.extractor.module, head, self.path, ctx.extractor.input_size, info)
+        self.saved, self.info = self.path, info
+        return self.path
 
 
 def _accuracy_entry(result: Dict[str, Any], protocol: str, top1: float, top5: Optional[float]) -> Dict[str, Any]:
@@ -620,6 +653,25 @@ def evaluate_accuracy(model: os.PathLike | str, cfg: Dict[str, Any], out_dir: os
     return results
 
 
+def calibration_batches(cfg: Dict[str, Any], preprocess: Dict[str, Any], out_dir: os.PathLike | str, count: int = 64,
+                        seed: int = 0):
+    """`count` seeded training images of the run's dataset, preprocessed as the classifier expects, one per batch:
+    what int8 quantisation of a classifier calibrates on (the user's own images, not the embedded data)."""
+    from .config import validate
+    from .eval import EvalContext, eval_splits
+
+    cfg = validate(cfg)
+    ctx = EvalContext(None, cfg, Path(out_dir))
+    name, root = ctx.primary()
+    train_split, _ = eval_splits(name)
+    ds, _ = ctx.build(name, train_split, root)
+    ds.transform = image_transform(preprocess)
+    order = np.random.default_rng(seed).permutation(len(ds))[:count]
+    for i in order:
+        x, _ = ds[int(i)]
+        yield x.numpy()[None].astype(np.float32)
+
+
 def accuracy_summary(res: Dict[str, Any]) -> str:
     """One line per number: the deployed file, the compared classifier, the accuracy recorded at training."""
     d = res["details"]
@@ -638,7 +690,7 @@ def accuracy_summary(res: Dict[str, Any]) -> str:
 
 __all__ = [
     "KIND", "FILE_NAME", "fold_standardization", "folded_head", "make_classifier", "save_classifier",
-    "load_classifier", "ClassifierTarget", "Predictor", "load_predictor", "predict", "evaluate_accuracy",
+    "load_classifier", "ClassifierTarget", "FloatClassifierTarget", "Predictor", "load_predictor", "predict", "evaluate_accuracy",
     "metadata_props", "info_from_props", "classifier_info_of", "write_sidecar", "sidecar_path", "image_transform",
-    "preprocess_info", "accuracy_summary",
+    "preprocess_info", "accuracy_summary", "calibration_batches",
 ]

@@ -173,8 +173,14 @@ def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary
         if make_classifier:
             from bssl.classifier import ClassifierTarget
             save = ClassifierTarget(out_dir / "classifier", force=True, config=cfg, protocol="linear")
+        # the teacher's probe head too: the FP (and int8) classifier the binary one is weighed against
+        teacher_save = None
+        if make_classifier:
+            from bssl.classifier import FloatClassifierTarget
+            teacher_save = FloatClassifierTarget(out_dir / "classifier" / "teacher", config=cfg)
         res = {"student": _jsonable(evaluate(student_ckpt, cfg, protocols, out_dir / "eval" / "student", save=save)),
-               "teacher": _jsonable(evaluate(teacher_res["checkpoint"], cfg, protocols, out_dir / "eval" / "teacher"))}
+               "teacher": _jsonable(evaluate(teacher_res["checkpoint"], cfg, protocols, out_dir / "eval" / "teacher",
+                                             save=teacher_save))}
         # The same architecture with random weights on the same probes: the floor that shows learning.
         random_ckpt = _random_student_checkpoint(student_ckpt, out_dir / "eval" / "random-init.pt", seed=seed)
         res["random-init student"] = _jsonable(evaluate(random_ckpt, cfg, protocols, out_dir / "eval" / "random"))
@@ -183,18 +189,30 @@ def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary
     eval_res = step("eval", do_eval)
 
     def do_classifier():
-        """Export the student + linear head with the class names, and score the deployed files themselves."""
-        from bssl.classifier import evaluate_accuracy
+        """Export the student + linear head with the class names, and score the deployed files themselves; beside
+        them the teacher + its linear head as ONNX FP32 and int8 (calibrated on the run's own training images)."""
+        from bssl.bench.onnx_files import quantize_int8
+        from bssl.classifier import calibration_batches, evaluate_accuracy, load_predictor
         from bssl.export import export_model
-        clf = out_dir / "classifier" / "classifier.pt"
-        exports, accuracy = [], {}
+        folder = out_dir / "classifier"
+        clf = folder / "classifier.pt"
+        runs, warmup = int(cfg["bench"]["runs"]), int(cfg["bench"]["warmup"])
+        rows = []
         for fmt in ("bssl", "onnx"):
-            exp = _jsonable(export_model(clf, fmt, out_dir / "classifier" / "export"))
-            exports.append(exp)
-            res = evaluate_accuracy(exp["path"], cfg, out_dir / "classifier" / f"accuracy-{fmt}", compare=clf)
-            accuracy[fmt] = _jsonable(res)
-        return {"checkpoint": str(clf), "exports": exports, "accuracy": accuracy,
-                "runtime_ms": _runtime_latency(exports[0]["path"], int(cfg["bench"]["runs"]), int(cfg["bench"]["warmup"]))}
+            exp = _jsonable(export_model(clf, fmt, folder / "export"))
+            res = evaluate_accuracy(exp["path"], cfg, folder / f"accuracy-{fmt}", compare=clf)
+            rows.append({"model": "binary student", "format": fmt, "export": exp, "accuracy": _jsonable(res),
+                         "latency_ms": _latency(exp["path"], runs, warmup)})
+        fp32 = folder / "teacher" / "model.onnx"
+        if fp32.is_file():  # absent in runs whose eval step finished before the FP reference was saved
+            int8 = quantize_int8(fp32, fp32.with_name("model.int8.onnx"), calibration_batches(
+                cfg, load_predictor(fp32).preprocess, folder / "teacher", count=64, seed=seed))
+            for fmt, path in (("onnx", fp32), ("onnx-int8", int8)):
+                res = evaluate_accuracy(path, cfg, folder / "teacher" / f"accuracy-{fmt}")
+                rows.append({"model": "FP teacher", "format": fmt,
+                             "export": {"format": fmt, "path": str(path), "bytes": path.stat().st_size},
+                             "accuracy": _jsonable(res), "latency_ms": _latency(path, runs, warmup)})
+        return {"checkpoint": str(clf), "rows": rows}
 
     classifier_res = step("classifier", do_classifier) if make_classifier else None
 
@@ -220,22 +238,34 @@ def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary
     return report
 
 
-def _runtime_latency(path: str, runs: int, warmup: int) -> Dict[str, float]:
-    """p50 / min latency of one image through model.bssl in the native runtime, 1 thread."""
+def _latency(path: str | Path, runs: int, warmup: int) -> Dict[str, Any]:
+    """p50 / min latency of one image through a deployed classifier, batch 1, 1 thread: model.bssl in the native
+    runtime, .onnx in onnxruntime."""
     import numpy as np
 
-    from . import runtime
+    if str(path).endswith(".bssl"):
+        from . import runtime
 
-    model = runtime.load(path, threads=1)
-    x = np.random.default_rng(0).standard_normal((1, *model.input_shape), dtype=np.float32)
+        model = runtime.load(path, threads=1)
+        shape, run, engine = (1, *model.input_shape), model.run, "bssl runtime"
+    else:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        shape = (1, *inp.shape[1:])
+        run, engine = (lambda x: sess.run(None, {inp.name: x})), f"onnxruntime {ort.__version__}"
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     for _ in range(warmup):
-        model.run(x)
+        run(x)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        model.run(x)
+        run(x)
         times.append(1000 * (time.perf_counter() - t0))
-    return {"p50": float(np.median(times)), "min": float(min(times)), "runs": runs}
+    return {"p50": float(np.median(times)), "min": float(min(times)), "runs": runs, "engine": engine}
 
 
 def _random_student_checkpoint(student_ckpt: str, path: Path, seed: int) -> str:

@@ -9,6 +9,7 @@ through the exporter's public `custom_translation_table`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -102,6 +103,59 @@ def export_onnx(src, out_path: Path, packed: bool = False, check_samples: int = 
             cmp = fold.compare(ref_logits, got["logits"])
             cmp["features"] = fold.compare(ref_feats, got["features"])
             cmp["runtime"] = "onnx.reference + numpy popcount" if packed else "onnxruntime"
+            result["equivalence"] = cmp
+    result["path"] = str(out_path)
+    result["bytes"] = out_path.stat().st_size
+    return result
+
+
+class _FloatClassifier(torch.nn.Module):
+    """An FP backbone and a task head with the outputs of a student export: (logits, features)."""
+
+    def __init__(self, backbone: torch.nn.Module, head: torch.nn.Linear):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x):
+        feats = self.backbone(x).flatten(1)
+        return self.head(feats), feats
+
+
+def export_float_classifier(backbone: torch.nn.Module, head: torch.nn.Linear, out_path: Path, input_size: int,
+                            info: Dict[str, Any], check_samples: int = 8, seed: int = 0) -> Dict[str, Any]:
+    """ONNX FP32 file of an FP backbone (a teacher) with a task head, with the classifier metadata of a student
+    classifier export; checked against PyTorch on random inputs. The float reference a binary classifier replaces."""
+    import onnx
+
+    model = _FloatClassifier(copy.deepcopy(backbone).cpu().float(), copy.deepcopy(head).cpu().float()).eval()
+    x = torch.zeros(2, 3, input_size, input_size)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(model, (x,), None, input_names=[INPUT], output_names=list(OUTPUTS),
+                                        opset_version=OPSET, dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                        external_data=False, verbose=False)
+        except Exception as exc:
+            raise UserError(f"ONNX export of the FP classifier failed: {type(exc).__name__}: "
+                            f"{str(exc).strip().splitlines()[0][:200]}") from None
+    proto = program.model_proto
+    proto.producer_name = "bssl"
+    onnx.helper.set_model_props(proto, metadata_props(info))
+    onnx.checker.check_model(proto)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result: Dict[str, Any] = {"format": "onnx", "opset": OPSET, "inputs": [INPUT], "outputs": list(OUTPUTS),
+                              "input_size": int(input_size), "classes": list(info["classes"])}
+    with atomic_path(out_path) as tmp:
+        onnx.save(proto, str(tmp))
+        if check_samples:
+            x = fold.check_inputs(check_samples, input_size, seed)
+            with torch.no_grad():
+                ref_logits, ref_feats = model(x)
+            got = run_onnxruntime(tmp, x.numpy())
+            cmp = fold.compare(ref_logits, got["logits"])
+            cmp["features"] = fold.compare(ref_feats, got["features"])
+            cmp["runtime"] = "onnxruntime"
             result["equivalence"] = cmp
     result["path"] = str(out_path)
     result["bytes"] = out_path.stat().st_size

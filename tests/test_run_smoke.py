@@ -49,11 +49,19 @@ def test_run_folder_holds_every_artifact(smoke_run):
     # the deployable classifier of the data's own classes, scored on its exported files
     clf = report["classifier"]
     assert (out / "classifier" / "classifier.pt").is_file()
-    assert {e["format"] for e in clf["exports"]} == {"bssl", "onnx"}
-    for fmt, res in clf["accuracy"].items():
-        acc = res["accuracy"]
-        assert 0.0 <= acc["value"] <= 1.0 and acc["details"]["compare"]["top1_agreement"] > 0.9, fmt
-    assert clf["runtime_ms"]["p50"] > 0
+    rows = {(r["model"], r["format"]): r for r in clf["rows"]}
+    assert set(rows) == {("binary student", "bssl"), ("binary student", "onnx"), ("FP teacher", "onnx"),
+                         ("FP teacher", "onnx-int8")}
+    for key, r in rows.items():
+        acc = r["accuracy"]["accuracy"]
+        assert 0.0 <= acc["value"] <= 1.0, key
+        assert Path(r["export"]["path"]).stat().st_size == r["export"]["bytes"], key
+        if key[0] == "binary student":  # the deployed files against the PyTorch classifier on the same images
+            assert acc["details"]["compare"]["top1_agreement"] > 0.9, key
+    assert rows[("binary student", "bssl")]["latency_ms"]["p50"] > 0
+    assert rows[("FP teacher", "onnx-int8")]["latency_ms"]["p50"] > 0
+    # the int8 file is the FP32 one quantised: about a quarter of its size, same classes in its metadata
+    assert rows[("FP teacher", "onnx-int8")]["export"]["bytes"] < 0.4 * rows[("FP teacher", "onnx")]["export"]["bytes"]
     assert "runtime" in {r["backend"] for r in report["bench"]["rows"]}
     # human report with tables and plots
     md = (out / "report.md").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -72,6 +72,12 @@ def int8_onnx(ref: ModelRef, ctx) -> Path:
     path = ctx.artifact_path(ref, ".int8.onnx")
     if path.exists():
         return path
+    return quantize_int8(src, path, calibration_batches(ctx.input_size, ctx.calibration_images, ctx.seed))
+
+
+def quantize_int8(src: Path, path: Path, batches: Iterable[np.ndarray]) -> Path:
+    """onnxruntime's static QDQ quantisation (per-channel int8 weights, uint8 activations) of `src`, calibrated on
+    `batches` (normalised float32 NCHW arrays); written atomically to `path`. The int8 build a user would ship."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -81,12 +87,13 @@ def int8_onnx(ref: ModelRef, ctx) -> Path:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self._it = iter(calibration_batches(ctx.input_size, ctx.calibration_images, ctx.seed))
+            self._it = iter(batches)
 
         def get_next(self):
             batch = next(self._it, None)
             return None if batch is None else {input_name: batch}
 
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pre = path.with_name(path.name + ".pre.onnx")
     try:
