@@ -275,3 +275,45 @@ def test_export_bssl_carries_class_names_for_the_native_runtime(world, tmp_path,
         outs.append(json.loads(capsys.readouterr().out)[0]["top"])
     assert [t["class"] for t in outs[0]] == [t["class"] for t in outs[1]]
     assert np.allclose([t["probability"] for t in outs[0]], [t["probability"] for t in outs[1]], atol=1e-4)
+
+
+def test_fp_reference_classifier_onnx_and_int8_score_what_the_probe_scored(world, tmp_path):
+    """The FP reference of `bssl run`'s classifier table: a float backbone + the probe's folded head as ONNX FP32,
+    scoring on the held-out images what the probe scored on their features, then quantised to int8."""
+    from bssl.bench.onnx_files import quantize_int8
+    from bssl.classifier import FloatClassifierTarget, calibration_batches, evaluate_accuracy
+    from bssl.config import apply_overrides, load_preset
+    from bssl.eval import evaluate
+
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    cfg = apply_overrides(load_preset("smoke"), ["data.dataset=imagefolder", f"data.root={world['root']}",
+                                                 "eval.linear_epochs=3", "eval.jobs=1", "eval.linear_norm=standardize"])
+    target = FloatClassifierTarget(tmp_path / "fp", config=cfg)
+    res = evaluate(backbone, cfg, ["linear"], tmp_path / "eval", save=target)
+    fp32 = tmp_path / "fp" / "model.onnx"
+    assert target.saved == fp32 and target.export["equivalence"]["top1_agreement"] == 1.0
+    pred = load_predictor(fp32)
+    assert pred.classes == list(CLASSES) and pred.input_size == 32
+    acc = evaluate_accuracy(fp32, cfg, tmp_path / "acc")["accuracy"]
+    # the deployed FP32 file on decoded images = the folded head on cached features = the probe
+    assert acc["value"] == pytest.approx(target.info["accuracy"]["folded_head_top1"])
+    assert acc["value"] == pytest.approx(res["linear"]["value"])
+    int8 = quantize_int8(fp32, tmp_path / "fp" / "model.int8.onnx",
+                         calibration_batches(cfg, pred.preprocess, tmp_path / "cal", count=8))
+    assert load_predictor(int8).classes == list(CLASSES)  # the metadata survives quantisation
+    assert int8.stat().st_size < fp32.stat().st_size
+    acc8 = evaluate_accuracy(int8, cfg, tmp_path / "acc8")["accuracy"]
+    assert 0.0 <= acc8["value"] <= 1.0
+
+
+def test_lce_export_of_a_classifier_writes_the_class_sidecar(world, tmp_path):
+    from bssl.export import larq_env
+
+    if larq_env.find_larq_python() is None:
+        pytest.skip("no larq environment (.larq-venv or $BSSL_LARQ_VENV)")
+    assert main(["export", "--checkpoint", str(world["clf"]), "--format", "lce", "--out", str(tmp_path),
+                 "--check-samples", "2"]) == 0
+    side = json.loads((tmp_path / "model.tflite.json").read_text())
+    assert side["classes"] == list(CLASSES) and side["format"] == "lce" and side["model"] == "model.tflite"
+    assert side["preprocess"]["input_size"] == 32 and side["accuracy"]["top1"] is not None
