@@ -90,7 +90,8 @@ DATA = {
                                min=0.0, max=0.5, min_exclusive=True),
 }
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars")  # built by bssl.train.optim
+PRECISIONS = ("fp32", "bf16", "fp16")  # run by bssl.train.loop
 
 TEACHER = {
     "method": option("mocov2", help="teacher method (bssl.teachers registry)"),
@@ -98,12 +99,19 @@ TEACHER = {
     "small_stem": option("auto", str, help="3x3 stride-1 stem without max-pool: true, false or auto (<= 64 px)",
                          choices=("auto",), also=(bool,)),
     "epochs": option(10, min=1),
-    "batch_size": option(128, help="global batch size", min=1),
+    "batch_size": option(128, help="global batch size: split over torchrun processes and accumulation steps", min=1),
+    "accumulate": option(1, help="gradient accumulation steps per optimiser step (per-process batch = "
+                                 "batch_size / processes / accumulate)", min=1),
+    "precision": option("fp32", help="fp32, bf16 (autocast on CPU and CUDA) or fp16 (CUDA only, with loss scaling)",
+                        choices=PRECISIONS),
     "lr": option(0.06, min=0.0),
     "weight_decay": option(5e-4, min=0.0),
     "momentum": option(0.9, min=0.0, max=1.0),
-    "optimizer": option("sgd", choices=("sgd", "adamw")),
-    "warmup_epochs": option(0.0, min=0.0),
+    "optimizer": option("sgd", help="sgd, adam, adamw or lars (weight decay on every parameter; lars excludes "
+                                    "biases and BN)", choices=OPTIMIZERS),
+    "lars_eta": option(0.001, help="trust coefficient of LARS", min=0.0, min_exclusive=True),
+    "grad_clip": option(0.0, help="max gradient norm, 0 = off", min=0.0),
+    "warmup_epochs": option(0.0, help="linear warm-up from 1e-4 x lr, then cosine to 0", min=0.0),
     "knn_every": option(5, help="epochs between kNN monitor runs on the held-out split", min=1),
     "knn_k": option(200, min=1),
     "knn_t": option(0.07, min=0.0, min_exclusive=True),
@@ -127,13 +135,18 @@ DISTILL = {
                      min=1, max=2),
     "epochs_stage1": option(1, min=1),
     "epochs_stage2": option(1, min=1),
-    "batch_size": option(128, min=1),
+    "batch_size": option(128, help="global batch size: split over torchrun processes and accumulation steps", min=1),
+    "accumulate": option(1, help="gradient accumulation steps per optimiser step (per-process batch = "
+                                 "batch_size / processes / accumulate)", min=1),
+    "precision": option("fp32", help="fp32, bf16 (autocast on CPU and CUDA) or fp16 (CUDA only, with loss scaling)",
+                        choices=PRECISIONS),
     "lr": option(3e-4, help="peak learning rate (0 keeps the weights, e.g. to check a stage-2 start)", min=0.0),
-    "warmup_epochs": option(0.0, min=0.0),
-    "optimizer": option("adam", choices=("adam", "adamw", "sgd", "lars")),
+    "warmup_epochs": option(0.0, help="linear warm-up from 1e-4 x lr, then cosine to 0", min=0.0),
+    "optimizer": option("adam", help="adam, adamw, sgd or lars (biases and BN get no weight decay)",
+                        choices=OPTIMIZERS),
     "weight_decay": option(0.0, min=0.0),
     "momentum": option(0.9, min=0.0, max=1.0),
-    "lars_eta": option(0.001, min=0.0, min_exclusive=True),
+    "lars_eta": option(0.001, help="trust coefficient of LARS", min=0.0, min_exclusive=True),
     "grad_clip": option(0.0, help="max gradient norm, 0 = off", min=0.0),
     "seed": option(None, int, help="seed of the distillation; default run.seed", min=0),
     "crop_min_scale": option(None, float, help="lower bound of the crop area of the student's views",

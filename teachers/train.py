@@ -2,20 +2,21 @@
 
 Single process by default; under `torchrun --nproc_per_node N` it joins the process group
 (gloo on CPU, nccl on GPU), wraps the method in DistributedDataParallel with synchronised
-BatchNorm, splits the global batch `teacher.batch_size` over the ranks and writes checkpoints
-from rank 0. Checkpoints are written after every epoch and resume exactly (RNG included).
+BatchNorm, splits the global batch `teacher.batch_size` over the ranks and `teacher.accumulate`
+steps, and writes checkpoints from rank 0. The optimisation step, optimiser, lr schedule and
+mixed precision are bssl.train's. Checkpoints are written after every epoch and resume exactly
+(every rank's RNG streams included).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from bssl.config import teacher_settings
@@ -24,7 +25,11 @@ from bssl.data.augment import eval_transform
 from bssl.errors import UserError
 from bssl.utils import JsonlLogger, load_checkpoint, pick_device, save_checkpoint, seed_everything
 
-from . import distributed as D
+from bssl.train import distributed as D
+from bssl.train import (Stepper, all_rng_states, batch_plan, build_optimizer, check_precision, check_world,
+                        config_mismatch, make_loader, restarted_lr_factor, restore_rank_rng)
+from bssl.train import steps as train_steps
+
 from .backbone import build_backbone, resolve_small_stem
 from .base import METHODS, method_config, method_table
 from .monitor import extract_features, knn_accuracy
@@ -58,21 +63,9 @@ def build_method(cfg: Dict[str, Any]):
     return method, {"arch": str(t["arch"]), "small_stem": small_stem, "image_size": image_size, "method_config": mcfg}
 
 
-def _lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def scheduled_lr(step: int, steps_per_epoch: int, total_epochs: int, starts, warmup: int, base_lr: float) -> float:
-    """lr of global `step` when the schedule starts over at the epochs `starts` (warm-up in the first only)."""
-    bounds = [int(e) * steps_per_epoch for e in starts] + [total_epochs * steps_per_epoch]
-    i = max(j for j in range(len(starts)) if bounds[j] <= step)
-    return _lr_at(step - bounds[i], bounds[i + 1] - bounds[i], warmup if i == 0 else 0, base_lr)
-
-
-def _make_optimizer(method, t: Dict[str, Any]) -> torch.optim.Optimizer:
+def make_optimizer(method, t: Dict[str, Any]) -> torch.optim.Optimizer:
+    """bssl.train's optimiser over the method's groups; weight decay on every parameter, as the
+    methods' reference code does (LARS excludes biases and BN itself)."""
     # every parameter goes in (frozen ones have no grad and are skipped), so optimiser state
     # survives FUSSL's phase changes and resume
     groups = []
@@ -83,13 +76,7 @@ def _make_optimizer(method, t: Dict[str, Any]) -> torch.optim.Optimizer:
     rest = [p for p in method.parameters() if id(p) not in seen]
     if rest:
         groups.append({"params": rest})
-    lr, wd = float(t["lr"]), float(t["weight_decay"])
-    name = str(t["optimizer"]).lower()
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(t["momentum"]), weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
-    raise UserError(f"teacher.optimizer = {t['optimizer']!r}; use sgd or adamw")
+    return build_optimizer(groups, t, section="teacher", exclude_1d=False)
 
 
 # may change between a run and its resume (train longer, monitor more often)
@@ -107,11 +94,7 @@ def _compatible(saved: Dict[str, Any], cfg: Dict[str, Any]) -> Optional[str]:
 
     if settings(saved) != settings(cfg):
         return "teacher"
-    if saved.get("data") != cfg.get("data"):
-        return "data"
-    if saved.get("run", {}).get("seed") != cfg.get("run", {}).get("seed"):
-        return "run.seed"
-    return None
+    return config_mismatch(saved, cfg, ("data",))
 
 
 def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
@@ -119,9 +102,9 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     """Train the teacher of cfg['teacher'] on cfg['data']; write <out_dir>/teacher.pt after each epoch.
 
     Returns {'checkpoint', 'knn_acc', 'images_per_s', 'history', 'method'}. With resume=True an
-    existing checkpoint in out_dir is continued (the config must match, except teacher.epochs and
-    teacher.knn_every); without one it starts fresh. `stop_after=E` returns after epoch E of the
-    schedule (train in chunks; resume continues).
+    existing checkpoint in out_dir is continued (the config and the number of processes must match,
+    except teacher.epochs and teacher.knn_every); without one it starts fresh. `stop_after=E`
+    returns after epoch E of the schedule (train in chunks; resume continues).
     """
     out_dir = Path(out_dir)
     t = teacher_settings(cfg)
@@ -132,22 +115,35 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         device = torch.device("cuda", torch.cuda.current_device())
     rank, world = D.rank(), D.world_size()
     main = rank == 0
+    epochs = int(t["epochs"])
+    ckpt_path = out_dir / CHECKPOINT_NAME
+
+    def check():
+        plan = batch_plan("teacher", int(t["batch_size"]), int(t["accumulate"]), world)
+        precision = check_precision("teacher", str(t["precision"]), device)
+        ckpt = None
+        if resume and ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path, "teacher")
+            bad = _compatible(ckpt.get("config", {}), cfg)
+            if bad:
+                raise UserError(f"--resume: {ckpt_path} was trained with a different [{bad}] config; "
+                                "resume with the same preset and --set values, or start over with --force")
+            check_world(ckpt_path, ckpt.get("world_size"), world)
+        return plan, precision, ckpt
+
+    plan, precision, ckpt = D.agree(check)
     table = method_table(cfg["teacher"], str(t["method"]))
     if main and table:
         tqdm.write(f"[teacher] [teacher.{t['method']}] sets " + ", ".join(f"{k}={v}" for k, v in table.items())
                    + " (a later --set teacher.KEY=VALUE overrides it)")
-
-    epochs = int(t["epochs"])
-    global_batch = int(t["batch_size"])
-    if global_batch % world:
-        raise UserError(f"teacher.batch_size = {global_batch} does not split over {world} processes; use a multiple of {world}")
+    global_batch = plan.global_batch
 
     seed_everything(seed)  # identical initialisation on every rank
     method, info = build_method(cfg)
     if distributed:
         method = D.convert_sync_batchnorm(method, device)
     method.to(device)
-    optimizer = _make_optimizer(method, t)
+    optimizer = make_optimizer(method, t)
 
     train_set = dataset_from_config(cfg, "train")
     test_set = dataset_from_config(cfg, "heldout")  # val/ of an image folder, else its test/ or a seeded split
@@ -161,28 +157,27 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     workers = int(cfg["data"]["workers"])
     plain = eval_transform(info["image_size"])
     eval_bs = max(global_batch, 256)
+    stepper = Stepper(optimizer, list(method.parameters()), device=device, precision=precision,
+                      accumulate=plan.accumulate, clip=float(t["grad_clip"]), base_lr=float(t["lr"]),
+                      lr_factor=lambda i: restarted_lr_factor(i, steps_per_epoch, epochs, schedule_starts, warmup))
 
-    ckpt_path = out_dir / CHECKPOINT_NAME
     logger = JsonlLogger(out_dir / LOG_NAME)
     start_epoch, step, history = 0, 0, []
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, "teacher")
-        bad = _compatible(ckpt.get("config", {}), cfg)
-        if bad:
-            raise UserError(f"--resume: {ckpt_path} was trained with a different [{bad}] config; "
-                            "resume with the same preset and --set values, or start over with --force")
+    if ckpt is not None:
         method.load_extra_state(ckpt.get("extra_state", {}))
         method.load_state_dict(ckpt["method_state"])
         start_epoch, step, history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_state"])
-    elif main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if logger.path.exists():
-            logger.path.unlink()
-    if not (resume and ckpt_path.exists()):
+        stepper.load_state_dict(ckpt.get("trainer", {}))
+        restore_rank_rng(ckpt["rng_state"])
+    else:
+        if main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if logger.path.exists():
+                logger.path.unlink()
         # augmentations draw from the global RNG: give each rank its own stream
         torch.manual_seed(seed * 1000 + 17 + rank)
+    D.barrier()
 
     def plain_loader(ds, shard: bool) -> DataLoader:
         sampler = DistributedSampler(ds, shuffle=False) if (shard and distributed) else None
@@ -198,6 +193,11 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         test_f, test_y = extract_features(method.encoder, plain_loader(test_set, False), device)
         return knn_accuracy(train_f, train_y, test_f, test_y, num_classes, int(t["knn_k"]), float(t["knn_t"]))
 
+    def forward(model, batch):
+        views, index, _ = batch
+        loss, logs = model([v.to(device, non_blocking=True) for v in views], index.to(device))
+        return {"loss": loss, **logs}
+
     model = None
     speeds = []
     knn_every = max(int(t["knn_every"]), 1)
@@ -209,56 +209,44 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
             model = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if distributed else method
         train_set.transform = None
         loader_set = _Indexed(train_set, method.views(info["image_size"]))
-        if distributed:
-            sampler = DistributedSampler(loader_set, shuffle=True, seed=seed, drop_last=True)
-            sampler.set_epoch(epoch)
-        else:
-            gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-            sampler = RandomSampler(loader_set, generator=gen)
-        loader = DataLoader(loader_set, batch_size=global_batch // world, sampler=sampler, drop_last=True,
-                            num_workers=workers, pin_memory=device.type == "cuda")
+        loader = make_loader(loader_set, plan, seed * 1000, epoch, workers=workers, pin_memory=device.type == "cuda")
         method.train()
-        loss_sum, n_steps, n_images, busy = 0.0, 0, 0, 0.0
-        extra: Dict[str, float] = {}
-        bar = tqdm(loader, desc=f"teacher {method.name} epoch {epoch + 1}/{epochs}", disable=None if main else True,
-                   leave=False, dynamic_ncols=True)
+        sums: Dict[str, float] = {}
+        n_steps, n_images = 0, 0
+        bar = tqdm(train_steps(loader, plan.accumulate), total=steps_per_epoch, disable=None if main else True,
+                   desc=f"teacher {method.name} epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
         t_data = time.perf_counter()
-        for views, index, _ in bar:
-            views = [v.to(device, non_blocking=True) for v in views]
-            index = index.to(device)
-            lr = scheduled_lr(step, steps_per_epoch, epochs, schedule_starts, warmup, float(t["lr"]))
-            for g in optimizer.param_groups:
-                g["lr"] = float(t["lr"]) if g.get("fix_lr") else lr
-            loss, logs = model(views, index)
-            if not torch.isfinite(loss):
-                raise UserError(f"teacher loss became {float(loss)} at epoch {epoch + 1}; lower teacher.lr (now {t['lr']})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        for micro in bar:
+            try:
+                rec = stepper.step(model, step, micro, forward)
+            except FloatingPointError as exc:
+                raise UserError(f"teacher {exc} at epoch {epoch + 1}; lower teacher.lr (now {t['lr']})") from None
             step += 1
             method.after_step(step, total_steps)
-            loss_sum += float(loss.detach())
+            for k, v in rec.items():
+                sums[k] = sums.get(k, 0.0) + v
             n_steps += 1
-            n_images += views[0].shape[0] * world
-            for k, v in logs.items():
-                extra[k] = extra.get(k, 0.0) + float(v)
-            bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}", lr=f"{lr:.4f}")
+            n_images += global_batch
+            bar.set_postfix(loss=f"{sums['loss'] / n_steps:.4f}", lr=f"{rec['lr']:.4f}")
         busy = time.perf_counter() - t_data
         bar.close()
         speed = n_images / max(busy, 1e-9)
         speeds.append(speed)
-        record = {"epoch": epoch + 1, "loss": loss_sum / max(n_steps, 1), "lr": lr, "images_per_s": round(speed, 2),
-                  **{k: v / max(n_steps, 1) for k, v in extra.items()}, **getattr(method, "info", {})}
+        lr = rec["lr"] if n_steps else float("nan")
+        record = {"epoch": epoch + 1, "loss": sums.get("loss", 0.0) / max(n_steps, 1), "lr": lr,
+                  "images_per_s": round(speed, 2),
+                  **{k: v / max(n_steps, 1) for k, v in sums.items() if k not in ("loss", "lr")},
+                  **getattr(method, "info", {})}
         if (epoch + 1) % knn_every == 0 or epoch + 1 == epochs:
             record["knn_acc"] = monitor()
         history.append(record)
+        rng = all_rng_states()
         if main:
             logger.log(**record)
-            _save(ckpt_path, method, optimizer, info, cfg, epoch + 1, step, history)
+            _save(ckpt_path, method, optimizer, stepper, info, cfg, epoch + 1, step, history, rng, world)
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
             tqdm.write(f"[teacher] {shown}")
-        if distributed:
-            torch.distributed.barrier()
+        D.barrier()
 
     knn = next((h["knn_acc"] for h in reversed(history) if h.get("knn_acc") is not None), None)
     if knn is None:
@@ -268,7 +256,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
             "method": method.name}
 
 
-def _save(path: Path, method, optimizer, info, cfg, epoch: int, step: int, history) -> None:
+def _save(path: Path, method, optimizer, stepper, info, cfg, epoch: int, step: int, history, rng, world: int) -> None:
     state = {
         "method": method.name,
         "arch": info["arch"],
@@ -281,9 +269,11 @@ def _save(path: Path, method, optimizer, info, cfg, epoch: int, step: int, histo
         "method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
         "extra_state": method.extra_state(),
         "optimizer": optimizer.state_dict(),
+        "trainer": stepper.state_dict(),
         "epoch": epoch,
         "step": step,
         "history": history,
-        "rng_state": torch.get_rng_state(),
+        "rng_state": rng,  # one entry per rank
+        "world_size": world,
     }
     save_checkpoint(path, "teacher", state, cfg)

@@ -10,8 +10,8 @@ import torch.multiprocessing as mp
 
 from bssl.config import load_preset
 from bssl.teachers import build_method
-from bssl.teachers import distributed as D
-from bssl.teachers.train import _make_optimizer, teacher_settings, train_teacher
+from bssl.train import distributed as D
+from bssl.teachers.train import make_optimizer, teacher_settings, train_teacher
 from bssl.utils import load_checkpoint
 
 METHODS = ("mocov2", "simsiam", "simclr")
@@ -39,7 +39,7 @@ def _steps(method, views, rank=0, world=1, distributed=False):
     m = m.double()
     if distributed:
         m = D.convert_sync_batchnorm(m, torch.device("cpu"))
-    opt = _make_optimizer(m, teacher_settings(_cfg(method)))
+    opt = make_optimizer(m, teacher_settings(_cfg(method)))
     model = torch.nn.parallel.DistributedDataParallel(m) if distributed else m
     m.train()
     per = GLOBAL_BATCH // world

@@ -170,20 +170,20 @@ def test_fussl_phases(base):
 
 
 def test_fussl_phase2_gets_its_own_lr_schedule():
-    from bssl.teachers.train import _lr_at, scheduled_lr
+    from bssl.train import lr_factor, restarted_lr_factor
 
     m = make("fussl", fussl_m=2)
     starts = m.schedule_starts(10)
     assert starts == [0, 8]
-    spe, base = 5, 0.1
-    lrs = [scheduled_lr(s, spe, 10, starts, 2, base) for s in range(50)]
-    assert lrs[:40] == [_lr_at(s, 40, 2, base) for s in range(40)]  # phase 1: warm-up, cosine over its 8 epochs
-    assert lrs[39] < 0.01 * base
-    assert lrs[40] == base  # phase 2 starts over at the base lr, without warm-up
-    assert lrs[40:] == [_lr_at(s, 10, 0, base) for s in range(10)]
+    spe = 5
+    lrs = [restarted_lr_factor(s, spe, 10, starts, 2) for s in range(50)]
+    assert lrs[:40] == [lr_factor(s, 40, 2) for s in range(40)]  # phase 1: warm-up, cosine over its 8 epochs
+    assert lrs[39] < 0.01
+    assert lrs[40] == 1.0  # phase 2 starts over at the base lr, without warm-up
+    assert lrs[40:] == [lr_factor(s, 10, 0) for s in range(10)]
     plain = make("simsiam")
-    assert [scheduled_lr(s, spe, 10, plain.schedule_starts(10), 2, base) for s in range(50)] == \
-        [_lr_at(s, 50, 2, base) for s in range(50)]
+    assert [restarted_lr_factor(s, spe, 10, plain.schedule_starts(10), 2) for s in range(50)] == \
+        [lr_factor(s, 50, 2) for s in range(50)]
 
 
 def test_fussl_no_freeze_and_soft_only():

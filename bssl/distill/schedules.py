@@ -1,10 +1,11 @@
-"""Schedules as pure functions of the iteration: the balance λ(t) and the learning-rate factor."""
+"""Schedules as pure functions of the iteration: the balance λ(t) (the learning rate's is bssl.train's)."""
 
 from __future__ import annotations
 
 import math
 
 from ..errors import UserError
+from ..train.schedule import lr_factor  # noqa: F401  (part of bssl.distill's API)
 
 LAMBDA_SCHEDULES = ("constant", "step", "cosine")
 
@@ -25,12 +26,3 @@ def lambda_at(step: int, total_steps: int, schedule: str = "cosine", start: floa
     if schedule == "cosine":
         return float(end - (end - start) * (math.cos(math.pi * t / total_steps) + 1) / 2)
     raise UserError(f"distill.lambda_schedule={schedule!r} is unknown; use one of {', '.join(LAMBDA_SCHEDULES)}")
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int = 0, warmup_start: float = 1e-4) -> float:
-    """Linear warm-up from `warmup_start` to 1 over `warmup_steps`, then cosine annealing to 0 (BURN's policy)."""
-    if step < warmup_steps:
-        return warmup_start + (1.0 - warmup_start) * step / max(warmup_steps, 1)
-    span = max(total_steps - warmup_steps, 1)
-    t = min(step - warmup_steps, span)
-    return 0.5 * (1.0 + math.cos(math.pi * t / span))

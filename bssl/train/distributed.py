@@ -4,7 +4,7 @@ synchronised BatchNorm that also runs on CPU (torch's SyncBatchNorm is GPU-only;
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import Any, Callable, List, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -38,6 +38,61 @@ def init_from_env(device: torch.device) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend)
     return True
+
+
+def env_world_size() -> int:
+    """The world size torchrun announces, readable before the process group exists."""
+    return world_size() if is_distributed() else max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+
+
+def env_rank() -> int:
+    return rank() if is_distributed() else int(os.environ.get("RANK", "0"))
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (the end of a torchrun command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather_object(obj: Any) -> List[Any]:
+    if not is_distributed():
+        return [obj]
+    out: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+T = TypeVar("T")
+
+
+def agree(fn: Callable[[], T]) -> T:
+    """Run the checks `fn` on every rank and fail on every rank when any rank fails.
+
+    A rank that raised alone would leave the others blocked in their next collective; here every
+    rank raises the first failing rank's UserError, so rank 0 can print it and all exit 2.
+    """
+    from bssl.errors import UserError
+
+    error: Optional[str] = None
+    result = None
+    try:
+        result = fn()
+    except UserError as exc:
+        error = str(exc)
+    if not is_distributed():
+        if error is not None:
+            raise UserError(error)
+        return result
+    errors = [e for e in all_gather_object(error) if e is not None]
+    if errors:
+        raise UserError(errors[0])
+    return result
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -1,12 +1,13 @@
-"""Optimisers for distillation: Adam (BURN's default), AdamW, SGD and LARS for large batches."""
+"""The optimiser factory of every trainer: SGD, Adam, AdamW and LARS (large batches, BYOL/SimCLR)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, List, Union
 
 import torch
 from torch import nn
 
+from ..config import OPTIMIZERS
 from ..errors import UserError
 
 
@@ -44,36 +45,54 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def _split_decay(modules: Iterable[nn.Module]):
-    decay, no_decay = [], []
-    seen = set()
+def trainable_params(modules: Iterable[nn.Module]) -> List[nn.Parameter]:
+    """The parameters of `modules` that need a gradient, each once, in module order."""
+    out, seen = [], set()
     for module in modules:
         for p in module.parameters():
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return decay, no_decay
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
 
 
-def build_optimizer(modules: Iterable[nn.Module], dcfg: Dict[str, Any]) -> torch.optim.Optimizer:
-    """Optimiser over the trainable parameters of `modules`; 1-d parameters (BN, biases) get no decay."""
-    from ..config import DISTILL, defaults
+def _split(groups: List[Dict[str, Any]], wd: float, lars: bool) -> List[Dict[str, Any]]:
+    """Each group twice: matrices and kernels with decay, then 1-d parameters (biases, BN) without."""
+    out = []
+    for g in groups:
+        params = list(g["params"])
+        out.append({**g, "params": [p for p in params if p.ndim > 1], "weight_decay": wd})
+        extra = {"lars_exclude": True} if lars else {}
+        out.append({**g, "params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **extra})
+    return out
 
-    dcfg = {**defaults(DISTILL), **dcfg}
-    name = str(dcfg["optimizer"]).lower()
-    lr = float(dcfg["lr"])
-    wd = float(dcfg["weight_decay"])
-    decay, no_decay = _split_decay(modules)
-    if name in ("adam", "adamw"):
-        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(groups, lr=lr)
-    if name == "sgd":
-        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.SGD(groups, lr=lr, momentum=float(dcfg["momentum"]))
+
+def build_optimizer(params: Union[Iterable[nn.Module], List[Dict[str, Any]]], settings: Dict[str, Any], *,
+                    section: str = "distill", exclude_1d: bool = True) -> torch.optim.Optimizer:
+    """The optimiser `settings['optimizer']` of a config section ([teacher] or [distill]).
+
+    `params`: modules (their trainable parameters form one group) or ready parameter groups (a
+    teacher's, e.g. SimSiam's fixed-lr predictor). With `exclude_1d` biases and BN parameters get
+    no weight decay (BURN); LARS always excludes them from decay and from the trust ratio.
+    Missing keys take the section's defaults.
+    """
+    from ..config import SECTIONS, defaults
+
+    s = {**defaults(SECTIONS[section]), **settings}
+    name = str(s["optimizer"]).lower()
+    lr, wd, momentum = float(s["lr"]), float(s["weight_decay"]), float(s["momentum"])
+    params = list(params)
+    if params and isinstance(params[0], nn.Module):
+        groups = [{"params": trainable_params(params)}]
+    else:
+        groups = [{**g, "params": list(g["params"])} for g in params]
+    if name not in OPTIMIZERS:
+        raise UserError(f"{section}.optimizer={name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
     if name == "lars":
-        groups = [{"params": decay}, {"params": no_decay, "lars_exclude": True, "weight_decay": 0.0}]
-        return LARS(groups, lr=lr, momentum=float(dcfg["momentum"]), weight_decay=wd,
-                    eta=float(dcfg["lars_eta"]))
-    raise UserError(f"distill.optimizer={name!r} is unknown; use adam, adamw, sgd or lars")
+        return LARS(_split(groups, wd, lars=True), lr=lr, momentum=momentum, weight_decay=wd,
+                    eta=float(s["lars_eta"]))
+    if exclude_1d:
+        groups = _split(groups, wd, lars=False)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=wd)
+    return (torch.optim.Adam if name == "adam" else torch.optim.AdamW)(groups, lr=lr, weight_decay=wd)
