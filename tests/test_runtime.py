@@ -148,9 +148,10 @@ def test_threads_and_isas_bit_identical(small_model):
     isas = [i for i in ("scalar", "avx2", "avx512", "neon") if i in K.supported_isas()]
     for isa in isas:  # every thread count split even the smallest layers (THREAD_WORK=0)
         _run_sub(RUN.format(d=d, tag=isa), {"BSSL_KERNELS_ISA": isa, "BSSL_KERNELS_THREAD_WORK": "0"})
-    # the portable FP conv loops against the AVX2+FMA ones (x86): fmaf is exactly rounded, same bits
-    _run_sub(RUN.format(d=d, tag="fp-portable"), {"BSSL_RUNTIME_FP": "portable", "BSSL_KERNELS_THREAD_WORK": "0"})
-    isas.append("fp-portable")
+    # the portable FP conv loops against the AVX2+FMA and AVX-512 ones (x86): fmaf is exactly rounded, same bits
+    for fp in ("portable", "avx2"):
+        _run_sub(RUN.format(d=d, tag=f"fp-{fp}"), {"BSSL_RUNTIME_FP": fp, "BSSL_KERNELS_THREAD_WORK": "0"})
+        isas.append(f"fp-{fp}")
     outs = {isa: np.load(f"{d}/out_{isa}.npy") for isa in isas}
     base = outs[isas[0]][0]
     for isa, o in outs.items():

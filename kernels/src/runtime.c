@@ -904,19 +904,21 @@ typedef struct {
   const rop *op;
 } conv_job;
 
-/* 8 floats as one value: one AVX2 register, or two SSE / NEON registers */
+/* 8 floats as one value: one AVX2 register, or two SSE / NEON registers; 16: one AVX-512 register */
 typedef float v8f __attribute__((vector_size(32)));
-#define LD8(dst, p) memcpy(&(dst), (p), sizeof(v8f))
-
-#define CONV_PIX 4 /* output pixels of a row sharing each weight load */
-#define CONV_VB 2  /* 8-channel vectors per pass: 4 x 2 accumulators fit the 16 AVX2 registers */
+typedef float v16f __attribute__((vector_size(64)));
+/* unaligned views for the loads and stores of whole vectors */
+typedef float v8f_u __attribute__((vector_size(32), aligned(4)));
+typedef float v16f_u __attribute__((vector_size(64), aligned(4)));
 
 /* FP conv on NHWC, weights (k, k, cin/g, cout). Every output starts from its bias and adds the
  * taps in (ky, kx, ci) order with one fused multiply-add each (fmaf: exactly rounded, so the
  * AVX2+FMA build and the portable one give the same bits); rows of taps outside the input are
  * skipped and columns outside read zeros, the same for any grouping of pixels or threads.
- * MADD8(acc, x, w): acc = fma(x, w, acc) on 8 lanes. */
-#define DEFINE_CONV_ROWS(NAME, ATTR, MADD8)                                                              \
+ * A pass computes PIX output pixels of a row x VB vectors of LANES channels (VT), sharing each
+ * weight load; MADDV(acc, x, w): acc = fma(x, w, acc) on every lane. The vector width changes
+ * only which outputs a pass groups, never the order of an output's sums. */
+#define DEFINE_CONV_ROWS(NAME, ATTR, VT, VTU, LANES, PIX, VB, MADDV)                                        \
   ATTR static void NAME(void *ctx, int64_t r0, int64_t r1) {                                            \
     const conv_job *jb = (const conv_job *)ctx;                                                         \
     const bssl_model *m = jb->m;                                                                        \
@@ -928,52 +930,53 @@ typedef float v8f __attribute__((vector_size(32)));
     float *out = vptr(m, f[2]);                                                                         \
     const float *zeros = m->zeros;                                                                      \
     for (int64_t oy = r0; oy < r1; oy++) {                                                              \
-      for (int32_t ox0 = 0; ox0 < y->w; ox0 += CONV_PIX) {                                              \
-        const int32_t np = y->w - ox0 < CONV_PIX ? y->w - ox0 : CONV_PIX;                               \
+      for (int32_t ox0 = 0; ox0 < y->w; ox0 += PIX) {                                              \
+        const int32_t np = y->w - ox0 < PIX ? y->w - ox0 : PIX;                               \
         float *o0 = out + (oy * y->w + ox0) * cout;                                                     \
         for (int32_t gi = 0; gi < g; gi++) {                                                            \
           int32_t j0 = 0;                                                                               \
-          for (; cog % 8 == 0 && j0 < cog; j0 += 8 * CONV_VB) {                                         \
-            const int32_t jc = gi * cog + j0, nb = (cog - j0) / 8 < CONV_VB ? (cog - j0) / 8 : CONV_VB; \
-            v8f acc[CONV_PIX][CONV_VB];                                                                 \
-            for (int b = 0; b < CONV_VB; b++) {                                                         \
-              v8f bv = {0};                                                                             \
-              if (bias && b < nb) LD8(bv, bias + jc + 8 * b);                                           \
-              for (int q = 0; q < CONV_PIX; q++) acc[q][b] = bv;                                        \
+          for (; cog % LANES == 0 && j0 < cog; j0 += LANES * VB) {                                         \
+            const int32_t jc = gi * cog + j0, nb = (cog - j0) / LANES < VB ? (cog - j0) / LANES : VB; \
+            VT acc[PIX][VB];                                                                 \
+            for (int b = 0; b < VB; b++) {                                                         \
+              VT bv = {0};                                                                             \
+              if (bias && b < nb) bv = *(const VTU *)(bias + jc + LANES * b);                                           \
+              for (int q = 0; q < PIX; q++) acc[q][b] = bv;                                        \
             }                                                                                           \
             for (int32_t ky = 0; ky < k; ky++) {                                                        \
               const int64_t iy = oy * s - p + ky;                                                       \
               if (iy < 0 || iy >= x->h) continue;                                                       \
               for (int32_t kx = 0; kx < k; kx++) {                                                      \
-                const float *xp[CONV_PIX];                                                              \
-                for (int q = 0; q < CONV_PIX; q++) {                                                    \
+                const float *xp[PIX];                                                              \
+                for (int q = 0; q < PIX; q++) {                                                    \
                   const int64_t ix = (int64_t)(ox0 + (q < np ? q : 0)) * s - p + kx;                    \
                   xp[q] = (ix < 0 || ix >= x->w ? zeros : in + (iy * x->w + ix) * cin + gi * cig);      \
                 }                                                                                       \
                 const float *wt = W + ((int64_t)ky * k + kx) * cig * cout + jc;                         \
-                if (nb == CONV_VB) { /* fixed trip counts: the accumulators stay in registers */        \
+                if (nb == VB) { /* fixed trip counts: the accumulators stay in registers */        \
                   for (int32_t ci = 0; ci < cig; ci++) {                                                \
-                    v8f wv[CONV_VB];                                                                    \
-                    for (int b = 0; b < CONV_VB; b++) LD8(wv[b], wt + (int64_t)ci * cout + 8 * b);      \
-                    for (int q = 0; q < CONV_PIX; q++) {                                                \
+                    VT wv[VB];                                                                    \
+                    for (int b = 0; b < VB; b++) wv[b] = *(const VTU *)(wt + (int64_t)ci * cout + LANES * b);      \
+                    for (int q = 0; q < PIX; q++) {                                                \
                       const float xv = xp[q][ci];                                                       \
-                      for (int b = 0; b < CONV_VB; b++) MADD8(acc[q][b], xv, wv[b]);                    \
+                      for (int b = 0; b < VB; b++) MADDV(acc[q][b], xv, wv[b]);                    \
                     }                                                                                   \
                   }                                                                                     \
                 } else {                                                                                \
                   for (int32_t ci = 0; ci < cig; ci++)                                                  \
                     for (int b = 0; b < nb; b++) {                                                      \
-                      v8f wv;                                                                           \
-                      LD8(wv, wt + (int64_t)ci * cout + 8 * b);                                         \
-                      for (int q = 0; q < CONV_PIX; q++) MADD8(acc[q][b], xp[q][ci], wv);               \
+                      const VT wv = *(const VTU *)(wt + (int64_t)ci * cout + LANES * b);                \
+                      for (int q = 0; q < PIX; q++) MADDV(acc[q][b], xp[q][ci], wv);               \
                     }                                                                                   \
                 }                                                                                       \
               }                                                                                         \
             }                                                                                           \
-            for (int q = 0; q < np; q++)                                                                \
-              for (int b = 0; b < nb; b++) memcpy(o0 + (int64_t)q * cout + jc + 8 * b, &acc[q][b], 32); \
+            /* fixed trip counts again: a variable-length copy of the accumulators becomes `rep movs` */ \
+            for (int q = 0; q < PIX; q++)                                                               \
+              for (int b = 0; b < VB; b++)                                                              \
+                if (q < np && b < nb) *(VTU *)(o0 + (int64_t)q * cout + jc + LANES * b) = acc[q][b];    \
           }                                                                                             \
-          if (j0 < cog) /* channel counts that are not a multiple of 8: the same sums, one at a time */ \
+          if (j0 < cog) /* channel counts that are not a multiple of LANES: the same sums, one at a time */ \
             for (int q = 0; q < np; q++) {                                                              \
               float *o = o0 + (int64_t)q * cout + gi * cog;                                             \
               for (int32_t j = 0; j < cog; j++) o[j] = bias ? bias[gi * cog + j] : 0.0f;               \
@@ -1031,17 +1034,30 @@ static void conv_epilogue(const bssl_model *m, const uint32_t *f, float *out, in
   do {                                                              \
     for (int l_ = 0; l_ < 8; l_++) (acc)[l_] = fmaf((xv), (wv)[l_], (acc)[l_]); \
   } while (0)
-DEFINE_CONV_ROWS(conv_rows_portable, , MADD8_LANES)
+DEFINE_CONV_ROWS(conv_rows_portable, , v8f, v8f_u, 8, 4, 2, MADD8_LANES)
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(BSSL_NO_CLONES)
+/* 4 x 2 accumulators fit the 16 AVX2 registers; 8 x 2 of the 32 AVX-512 ones */
 #define MADD8_FMA(acc, xv, wv) (acc) = (v8f)_mm256_fmadd_ps(_mm256_set1_ps(xv), (__m256)(wv), (__m256)(acc))
-DEFINE_CONV_ROWS(conv_rows_fma, __attribute__((target("avx2,fma"))), MADD8_FMA)
-/* BSSL_RUNTIME_FP=portable forces the portable loops (the tests compare the two bit for bit) */
+DEFINE_CONV_ROWS(conv_rows_fma, __attribute__((target("avx2,fma"))), v8f, v8f_u, 8, 4, 2, MADD8_FMA)
+#define MADD16_FMA(acc, xv, wv) (acc) = (v16f)_mm512_fmadd_ps(_mm512_set1_ps(xv), (__m512)(wv), (__m512)(acc))
+DEFINE_CONV_ROWS(conv_rows_avx512_16, __attribute__((target("avx512f"))), v16f, v16f_u, 16, 8, 2, MADD16_FMA)
+/* AVX-512 where every group's output channels fill 16-lane vectors (the stems: 32, 64), else AVX2 */
+static void conv_rows_avx512(void *ctx, int64_t r0, int64_t r1) {
+  const uint32_t *f = ((const conv_job *)ctx)->op->f;
+  if (((int32_t)f[4] / (int32_t)f[8]) % 16 == 0)
+    conv_rows_avx512_16(ctx, r0, r1);
+  else
+    conv_rows_fma(ctx, r0, r1);
+}
+/* BSSL_RUNTIME_FP=portable|avx2 forces those loops (the tests compare them bit for bit) */
 static bssl_range_fn pick_conv_rows(void) {
   const char *env = getenv("BSSL_RUNTIME_FP");
   if (env && strcmp(env, "portable") == 0) return conv_rows_portable;
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? conv_rows_fma : conv_rows_portable;
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return conv_rows_portable;
+  if (env && strcmp(env, "avx2") == 0) return conv_rows_fma;
+  return __builtin_cpu_supports("avx512f") ? conv_rows_avx512 : conv_rows_fma;
 }
 #else
 static bssl_range_fn pick_conv_rows(void) { return conv_rows_portable; }
