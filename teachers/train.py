@@ -158,7 +158,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     plain = eval_transform(info["image_size"])
     eval_bs = max(global_batch, 256)
     stepper = Stepper(optimizer, list(method.parameters()), device=device, precision=precision,
-                      accumulate=plan.accumulate, clip=float(t["grad_clip"]), base_lr=float(t["lr"]),
+                      clip=float(t["grad_clip"]), base_lr=float(t["lr"]),
                       lr_factor=lambda i: restarted_lr_factor(i, steps_per_epoch, epochs, schedule_starts, warmup))
 
     logger = JsonlLogger(out_dir / LOG_NAME)

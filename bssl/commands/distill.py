@@ -1,4 +1,8 @@
-"""bssl distill: BSSL distillation of an FP teacher into a binary student (and the baselines)."""
+"""bssl distill: BSSL distillation of an FP teacher into a binary student (and the baselines).
+
+Runs as one process, or data-parallel under torchrun (distill.batch_size is the global batch):
+  torchrun --nproc_per_node 2 -m bssl distill --teacher runs/cpu/teacher-simclr/teacher.pt --preset cpu
+"""
 
 from __future__ import annotations
 
@@ -29,25 +33,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..train import distributed as D
+
+    return D.run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..distill import run_distill
     from ..errors import UserError
-    from ..utils import write_json
+    from ..train import distributed as D
+    from ..utils import pick_device, write_json
 
     cfg = config_from_args(args, {"distill.method": args.method})
+    D.init_from_env(pick_device(str(cfg["run"]["device"])))
     method = cfg["distill"]["method"]
     out = args.out or Path("runs") / f"distill-{method}"
-    if args.init is not None and args.stage != 2:
-        raise UserError("--init starts stage 2 from a stage-1 checkpoint; pass it together with --stage 2")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder; choose another --out")
-    if args.resume and not out.is_dir():
-        raise UserError(f"--resume: {out} does not exist; drop --resume to start a new distillation")
-    has_run = out.is_dir() and any((out / n).exists() for n in ("stage1.pt", "stage2.pt", "student.pt", "stage1", "stage2"))
     only_stage2 = args.stage == 2 and args.init is None
-    if has_run and not (args.resume or args.force or only_stage2):
-        raise UserError(f"{out} already holds a distillation; pass --resume to continue it or --force to start over")
+
+    def check():
+        if args.init is not None and args.stage != 2:
+            raise UserError("--init starts stage 2 from a stage-1 checkpoint; pass it together with --stage 2")
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} exists and is not a folder; choose another --out")
+        if args.resume and not out.is_dir():
+            raise UserError(f"--resume: {out} does not exist; drop --resume to start a new distillation")
+        has_run = out.is_dir() and any((out / n).exists()
+                                       for n in ("stage1.pt", "stage2.pt", "student.pt", "stage1", "stage2"))
+        if has_run and not (args.resume or args.force or only_stage2):
+            raise UserError(f"{out} already holds a distillation; pass --resume to continue it or --force to start over")
+
+    D.agree(check)  # on every rank before rank 0 writes into --out
     result = run_distill(cfg, args.teacher, out, resume=args.resume or only_stage2, method=method, stage=args.stage,
                          init=args.init)
+    if D.rank() != 0:
+        return 0
     if args.report is not None:
         write_json(args.report, result)
     last = result["history"][-1] if result["history"] else {}

@@ -203,3 +203,21 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         out.add_module(name, _convert_cpu(child))
     return out
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """A CLI command's body on every rank of a torchrun job.
+
+    A UserError reaches the CLI (one line on stderr, exit 2) from rank 0 only; the other ranks
+    exit with the same code silently, as each raised it too (see agree). The process group is
+    left at the end."""
+    from bssl.errors import UserError
+
+    try:
+        return body()
+    except UserError as exc:
+        if env_rank() != 0:
+            return exc.exit_code
+        raise
+    finally:
+        shutdown()

@@ -101,19 +101,19 @@ def grad_norm(params: Iterable[nn.Parameter]) -> float:
 
 
 class Stepper:
-    """One optimiser step from `accumulate` micro-batches.
+    """One optimiser step from the micro-batches of one global batch.
 
     `model` is what the forward runs through (a DDP wrapper under torchrun); `forward(model, batch)`
     returns a dict with the scalar `loss` (this micro-batch's mean) and scalar terms to log.
-    Each micro-batch's loss is divided by `accumulate`, so the summed gradient is that of the mean
+    Each micro-batch's loss is divided by their number, so the summed gradient is that of the mean
     over the global batch; DDP averages it over ranks on the last micro-batch only (no_sync before).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: Sequence[nn.Parameter], *, device: torch.device,
-                 precision: str = "fp32", accumulate: int = 1, clip: float = 0.0, base_lr: float,
+                 precision: str = "fp32", clip: float = 0.0, base_lr: float,
                  lr_factor: Callable[[int], float], grad_groups: Optional[Dict[str, List[nn.Parameter]]] = None):
         self.optimizer, self.params = optimizer, list(params)
-        self.device, self.precision, self.accumulate = device, precision, int(accumulate)
+        self.device, self.precision = device, precision
         self.clip, self.base_lr, self.lr_factor = float(clip), float(base_lr), lr_factor
         self.grad_groups = grad_groups or {}
         self.scaler = make_scaler(device, precision)
@@ -131,9 +131,9 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         sums: Dict[str, torch.Tensor] = {}
         n = len(micro_batches)
+        ddp = isinstance(model, nn.parallel.DistributedDataParallel)
         for i, batch in enumerate(micro_batches):
-            sync = i == n - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
-            with (contextlib.nullcontext() if sync else model.no_sync()):
+            with (model.no_sync() if ddp and i < n - 1 else contextlib.nullcontext()):
                 with autocast(self.device, self.precision):
                     out = forward(model, batch)
                 loss = out["loss"].float() / n
