@@ -421,7 +421,7 @@ def main(argv=None) -> int:
                 teacher_scores = r
             else:
                 results.append(r)
-            print(f"[{time.time() - t0:7.1f}s] {row:26s} seed {s}: linear {100 * r['linear']:.2f}  "
+            print(f"[{time.time() - t0:7.1f}s] {row:26s} seed {s}: linear {100 * r['linear']:.2f}  knn {100 * r['knn']:.2f}  "
                   f"svm {100 * r['svm']:.2f}", flush=True)
             md = write_report(results, teacher_scores)
     print(md)

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 DEFAULT_MODELS = ["reactnet-a", "resnet18"]
-DEFAULT_BACKENDS = ["torch", "onnxruntime", "onnxruntime-int8", "kernels", "tvm", "lce"]
+DEFAULT_BACKENDS = ["runtime", "torch", "onnxruntime", "onnxruntime-int8", "kernels", "tvm", "lce"]
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

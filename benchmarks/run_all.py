@@ -25,6 +25,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import bench_backends  # noqa: E402
+import bench_runtime  # noqa: E402
 
 
 def _section(name: str, fn, timings: Dict[str, float], notes: List[str]):
@@ -50,8 +51,38 @@ def _copy_plot(src: Optional[str], doc_dir: Path, name: str) -> Optional[str]:
     return f"{doc_dir.name}/{name}"
 
 
+def small_student_vs_teacher(args, out: Path) -> Dict[str, Any]:
+    """The `cpu` preset's student (ReActNet-A x0.25, small stem) in the native runtime against the onnxruntime int8
+    build of its FP teacher (ResNet-18) at the preset's 32 px, batch 1: the pair in `bssl run`'s report."""
+    from bssl.bench.runner import run_benchmarks
+
+    student = "reactnet-a:width=0.25,stem=small"
+    rep = run_benchmarks([student, "resnet18"], ["runtime", "onnxruntime-int8"], threads=args.threads, input_size=32,
+                         runs=20 if args.quick else 200, warmup=5 if args.quick else 50, out_dir=out / "small",
+                         batch_sizes=(1,), seed=0, budget_s=5.0 if args.quick else 20.0, progress=False)
+    rows = {r["backend"]: r for r in rep["rows"] if r.get("status") == "ok"}
+    rt, i8 = rows.get("runtime"), rows.get("onnxruntime-int8")
+    return {"student": student, "teacher": "resnet18", "runtime": rt, "int8": i8,
+            "speedup": i8["p50_ms"] / rt["p50_ms"] if rt and i8 else None}
+
+
+def small_markdown(res: Dict[str, Any]) -> str:
+    rt, i8, sp = res["runtime"], res["int8"], res["speedup"]
+    if sp is None:
+        return "not measured (a backend failed; see notes)"
+    return "\n".join([
+        "| model | backend | p50 ms | min ms | file MB |", "|---|---|---|---|---|",
+        f"| {res['student']} (cpu-preset student) | runtime | {rt['p50_ms']:.3f} | {rt['min_ms']:.3f} | "
+        f"{(rt.get('bytes') or 0) / 1e6:.2f} |",
+        f"| {res['teacher']} (its FP teacher) | onnxruntime-int8 | {i8['p50_ms']:.3f} | {i8['min_ms']:.3f} | "
+        f"{(i8.get('bytes') or 0) / 1e6:.2f} |", "",
+        f"Target: the deployed student faster than the int8 build of its own teacher: {sp:.2f}x "
+        f"({'met' if sp > 1 else 'NOT met'})."])
+
+
 def render_page(backends: Optional[Dict[str, Any]], scaling: Optional[Dict[str, Any]], layers: Optional[Dict[str, Any]],
-                plots: Dict[str, str], timings: Dict[str, float], notes: List[str], args) -> str:
+                plots: Dict[str, str], timings: Dict[str, float], notes: List[str], args,
+                runtime: Optional[Dict[str, Any]] = None, small: Optional[Dict[str, Any]] = None) -> str:
     from bssl.bench import describe_machine, markdown_table
     from bssl.bench.runner import METHOD
     from bssl.bench.scaling import scaling_markdown
@@ -85,6 +116,15 @@ def render_page(backends: Optional[Dict[str, Any]], scaling: Optional[Dict[str, 
             out += [f"![latency vs accuracy]({plots['accuracy']})", ""]
     else:
         out += ["not measured (see notes)", ""]
+    # the native runtime's own section: floor, ratios and its targets, all from one run
+    out += ["## Native runtime (model.bssl) against int8 and the floor", ""]
+    if runtime:
+        out += [bench_runtime.markdown(runtime).replace("## Native runtime benchmark (`benchmarks/bench_runtime.py`)\n\n",
+                                                        ""), ""]
+    else:
+        out += ["not measured (see notes)", ""]
+    out += ["## The `cpu` preset's student at 32 px against its teacher's int8 build", ""]
+    out += [small_markdown(small), ""] if small else ["not measured (see notes)", ""]
     out += ["## Cost growth (latency and memory vs input size and width)", ""]
     if scaling:
         out += [f"{scaling['model']}, batch 1; size sweep at width {scaling['size_sweep_width']:g} with the "
@@ -100,7 +140,7 @@ def render_page(backends: Optional[Dict[str, Any]], scaling: Optional[Dict[str, 
     out += ["## Per-layer binary convolutions (benchmarks/bench_layers.py)", ""]
     out += [layers["markdown"], ""] if layers else ["not measured (see notes)", ""]
     out += ["## Method", ""] + [f"- {k}: {v}" for k, v in METHOD.items()]
-    out += ["- targets: computed from the rows above (best of the packed backends `kernels`/`tvm` for ReActNet-A "
+    out += ["- targets: computed from the rows above (best of the packed backends `runtime`/`kernels`/`tvm` for ReActNet-A "
             "against the named reference row); 'not measured' when a row is missing, never assumed", ""]
     out += ["## Run notes", ""] + [f"- {k}: {v:.0f} s" for k, v in timings.items()] + [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"
@@ -132,7 +172,8 @@ def _render_only(args, out: Path, doc: Path) -> int:
         "latency": _copy_plot(backends["files"].get("latency_plot"), doc_dir, "latency.png"),
         "scaling": _copy_plot((scaling or {}).get("files", {}).get("plot"), doc_dir, "scaling.png"),
     }.items() if v}
-    page = render_page(backends, scaling, layers, plots, {}, ["page re-rendered from the JSON of an earlier run"], args)
+    page = render_page(backends, scaling, layers, plots, {}, ["page re-rendered from the JSON of an earlier run"], args,
+                       runtime=read(out / "runtime" / "bench_runtime.json"))
     with atomic_path(doc) as tmp:
         tmp.write_text(page)
     print(f"wrote {doc}")
@@ -165,6 +206,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                             warmup=1 if q else 5, batch=2 if q else 8, budget=5.0 if q else 20.0,
                             accuracy_report=args.accuracy_report, out=str(out / "backends"))
     backends = _section("backends", lambda: bench_backends.run(bargs), timings, notes)
+    rargs = SimpleNamespace(threads=args.threads, input_size=64 if q else 224, runs=10 if q else 100,
+                            warmup=2 if q else 20, budget=5.0 if q else 40.0, out=str(out / "runtime"))
+    runtime = _section("runtime", lambda: bench_runtime.run(rargs), timings, notes)
+    small = _section("small", lambda: small_student_vs_teacher(args, out), timings, notes)
+    if runtime is not None:
+        import json
+
+        (out / "runtime").mkdir(parents=True, exist_ok=True)
+        (out / "runtime" / "bench_runtime.json").write_text(json.dumps(runtime, indent=2, default=str) + "\n")
 
     scaling = None
     if not args.skip_scaling:
@@ -191,7 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     }.items() if v}
     from bssl.utils import atomic_path
 
-    page = render_page(backends, scaling, layers, plots, timings, notes, args)
+    page = render_page(backends, scaling, layers, plots, timings, notes, args, runtime=runtime, small=small)
     with atomic_path(doc) as tmp:
         tmp.write_text(page)
     print(f"\nwrote {doc} ({sum(timings.values()) / 60:.1f} min)")

@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..utils import atomic_path, write_json
 
 # backends that run the binary network bit-packed (the "bssl backends" of the targets)
-PACKED_BACKENDS = ("kernels", "tvm", "tvm-packed")
+PACKED_BACKENDS = ("runtime", "kernels", "tvm", "tvm-packed")
 TARGET_MODEL = "reactnet-a"
 REFERENCE_MODEL = "resnet18"
 

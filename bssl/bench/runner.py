@@ -18,7 +18,7 @@ from .machine import describe_machine
 from .models import ModelRef, parse_model_ref
 from .worker import RESULT_TAG
 
-DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "kernels", "tvm", "lce")
+DEFAULT_BACKENDS = ("runtime", "torch", "onnxruntime", "onnxruntime-int8", "kernels", "tvm", "lce")
 
 METHOD = {
     "latency": "wall clock (time.perf_counter) around each single call, after warm-up calls, "
