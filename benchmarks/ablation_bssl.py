@@ -403,8 +403,8 @@ def main(argv=None) -> int:
                 tmp.write_text(markdown(summary, claims, meta))
         return md
 
-    # required rows first (all seeds), so a cut-short run still has the main table
-    tasks = [(row, s) for row in args.rows for s in args.seeds]
+    # one seed of every row (in --rows order) before the next seed: a cut-short run still has a whole table
+    tasks = [(row, s) for s in args.seeds for row in args.rows]
     results: List[Dict[str, Any]] = []
     teacher_scores: Dict[str, float] = {}
     import multiprocessing as mp
