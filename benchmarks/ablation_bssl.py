@@ -320,19 +320,9 @@ def _svm_text(cfg: Dict[str, Any]) -> str:
     return name + (f" at {root}" if root else "")
 
 
-def _data_text(cfg: Dict[str, Any]) -> str:
-    from bssl.data.summary import summarize
-
-    s = summarize(cfg, sample=200)
-    tr, ho = s["splits"]["train"], s["splits"]["heldout"]
-    where = f" at {s['root']}" if s.get("root") else ""
-    return (f"{s['dataset']}{where}: {tr['images']:,} training images"
-            + (f" ({tr['description']})" if tr.get("description") else "")
-            + f", {ho['images']:,} held-out images from {s['heldout']['description']}, {s['classes']['count']} classes")
-
-
 def main(argv=None) -> int:
     from bssl.config import apply_overrides, load_preset
+    from bssl.data.summary import one_line
     from bssl.utils import atomic_path, write_json
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -371,7 +361,7 @@ def main(argv=None) -> int:
         print(f"teacher: {teacher} (kNN {res.get('knn_acc')})", flush=True)
     d = cfg["distill"]
     meta = {"preset": args.preset, "seeds": args.seeds, "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-            "machine": _machine_text(args.machine), "data": _data_text(cfg),
+            "machine": _machine_text(args.machine), "data": one_line(cfg),
             "linear_dataset": cfg["data"].get("dataset"), "svm_dataset": _svm_text(cfg),
             "teacher": f"{cfg['teacher'].get('method')} {cfg['teacher'].get('arch')}, {cfg['teacher'].get('epochs')} epochs",
             "student": f"{d.get('student')} width {d.get('width')}, {d.get('epochs_stage1')}+{d.get('epochs_stage2')} epochs",

@@ -2,17 +2,21 @@
 
     python benchmarks/bench_teachers.py --preset cpu --json out.json
     python benchmarks/bench_teachers.py --preset cpu --methods mocov2,byol --set teacher.epochs=3
+    python benchmarks/bench_teachers.py --preset cifar10 --set data.root=ROOT --out runs/real/teachers \
+        --doc docs/results-real-teachers.md      # real photos; rerun to fill in what is missing
 
 Every method is trained with train_teacher under the same preset (its [teacher] keys, the
 method's own paper defaults for the rest), then its backbone is re-loaded with load_teacher and
 probed on frozen features of the held-out split: weighted kNN (bssl.eval.knn) and a linear probe
 (bssl.eval.linear, L2-normalised features). A random-init backbone of the same architecture is
-the reference every method must beat.
+the reference every method must beat. Each finished method keeps its row in OUT/<method>/result.json
+and is skipped when the command is run again, so the table fills in over interrupted runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -55,16 +59,63 @@ def probe(encoder, cfg, device) -> dict:
     return {"knn_acc": knn, "linear_acc": float(lin["value"])}
 
 
+def table_text(args, base, rows) -> str:
+    ref = rows["random-init"]
+    from bssl.data.summary import one_line
+
+    lines = [f"Teachers on {one_line(base)}; {base['data']['image_size']} px, preset {args.preset} "
+             f"{' '.join(args.overrides)}",
+             "", "| method | kNN acc | linear acc | kNN vs random | images/s | train s |", "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        ips = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
+        lines.append(f"| {name} | {r['knn_acc']:.4f} | {r['linear_acc']:.4f} | {r['knn_acc'] - ref['knn_acc']:+.4f} | "
+                     f"{ips} | {r['train_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def orderings(rows) -> list:
+    """The questions the table answers: who leaves the random-init floor, EnSiam vs SimSiam K-aug, FUSSL vs its base."""
+    ref = rows["random-init"]["knn_acc"]
+    out = [f"{m} {'leaves' if r['knn_acc'] > ref else 'does NOT leave'} the random-init floor (kNN {r['knn_acc']:.4f} vs "
+           f"{ref:.4f})" for m, r in rows.items() if m != "random-init"]
+    if "ensiam" in rows and "simsiam-kaug" in rows:
+        e, k = rows["ensiam"]["knn_acc"], rows["simsiam-kaug"]["knn_acc"]
+        out.append(f"EnSiam {'above' if e > k else 'NOT above'} SimSiam with K augmentations: kNN {e:.4f} vs {k:.4f}")
+    base = (rows.get("fussl") or {}).get("fussl_base")
+    if base in rows:
+        f, b = rows["fussl"]["knn_acc"], rows[base]["knn_acc"]
+        out.append(f"FUSSL around {base} {'above' if f > b else 'NOT above'} plain {base}: kNN {f:.4f} vs {b:.4f}")
+    return out
+
+
+def write_doc(args, base, rows) -> None:
+    from bssl.bench.machine import describe_machine
+    from bssl.utils import atomic_path
+
+    m = describe_machine()
+    text = "\n".join([
+        f"# Teachers on {base['data']['dataset']}", "",
+        f"Command: `python benchmarks/bench_teachers.py {' '.join(sys.argv[1:])}` (one seed; each method with the "
+        f"preset's [teacher] budget and its paper defaults for the rest; kNN and a linear probe on frozen features of "
+        f"the held-out split). Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['versions'].get('torch')}, "
+        f"{torch.get_num_threads()} torch thread(s). Rows appear as methods finish.", "",
+        table_text(args, base, rows), "", "## Orderings", ""] + [f"- {o}" for o in orderings(rows)]) + "\n"
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.doc) as tmp:
+        tmp.write_text(text)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--methods", default=",".join(ALL), help="comma-separated methods")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_teachers"), help="folder for the teachers")
-    ap.add_argument("--resume", action="store_true", help="reuse/continue teachers already in --out")
+    ap.add_argument("--resume", action="store_true", help="(always on) finished methods are reused, checkpoints continued")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu", help="device of the teacher training (cpu, cuda, auto)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument("--doc", type=Path, default=None, help="write the table with the machine and orderings here")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,34 +126,47 @@ def main(argv=None) -> int:
     base["run"]["device"] = args.device
     seed = int(base["run"].get("seed", 0))
 
+    from bssl.utils import write_json as _write
+
+    def cached(folder: Path, compute):
+        """A row computed once: OUT/<name>/result.json is reused on the next invocation."""
+        done = folder / "result.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        row = compute()
+        _write(done, row)
+        return row
+
     rows = {}
-    seed_everything(seed)
-    t = teacher_settings(base)
-    rand = build_backbone(str(t["arch"]), small_stem=resolve_small_stem(t["small_stem"], base["data"]["image_size"]))
+
+    def random_row():
+        seed_everything(seed)
+        t = teacher_settings(base)
+        rand = build_backbone(str(t["arch"]), small_stem=resolve_small_stem(t["small_stem"], base["data"]["image_size"]))
+        return {**probe(rand.eval(), base, device), "images_per_s": None, "train_s": 0.0}
+
     device = pick_device(args.device)
-    rows["random-init"] = {**probe(rand.eval(), base, device), "images_per_s": None, "train_s": 0.0}
+    rows["random-init"] = cached(args.out / "random-init", random_row)
     print(f"random-init: {rows['random-init']}", flush=True)
     for m in methods:
         cfg = apply_overrides(base, [f"teacher.method={m}"])
         out = args.out / m
-        t0 = time.perf_counter()
-        res = train_teacher(cfg, out, resume=args.resume and (out / CHECKPOINT_NAME).exists())
-        train_s = time.perf_counter() - t0
-        encoder, info = load_teacher(res["checkpoint"])
-        rows[m] = {**probe(encoder, cfg, device), "images_per_s": res["images_per_s"], "train_s": round(train_s, 1),
-                   "monitor_knn_acc": res["knn_acc"], "final_loss": res["history"][-1]["loss"],
-                   "epochs": len(res["history"])}
-        print(f"{m}: {rows[m]}", flush=True)
 
-    ref = rows["random-init"]
-    lines = [f"Teachers on {base['data']['dataset']} ({base['data']['num_train']} train / {base['data']['num_test']} test, "
-             f"{base['data']['image_size']} px), preset {args.preset} {' '.join(args.overrides)}",
-             "", "| method | kNN acc | linear acc | kNN vs random | images/s | train s |", "|---|---|---|---|---|---|"]
-    for name, r in rows.items():
-        ips = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
-        lines.append(f"| {name} | {r['knn_acc']:.4f} | {r['linear_acc']:.4f} | {r['knn_acc'] - ref['knn_acc']:+.4f} | "
-                     f"{ips} | {r['train_s']:.0f} |")
-    table = "\n".join(lines)
+        def method_row():
+            t0 = time.perf_counter()
+            res = train_teacher(cfg, out, resume=(out / CHECKPOINT_NAME).exists())
+            train_s = time.perf_counter() - t0
+            encoder, info = load_teacher(res["checkpoint"])
+            return {**probe(encoder, cfg, device), "images_per_s": res["images_per_s"], "train_s": round(train_s, 1),
+                    "monitor_knn_acc": res["knn_acc"], "final_loss": res["history"][-1]["loss"],
+                    "epochs": len(res["history"]), "fussl_base": teacher_settings(cfg).get("fussl_base")}
+
+        rows[m] = cached(out, method_row)
+        print(f"{m}: {rows[m]}", flush=True)
+        if args.doc:
+            write_doc(args, base, rows)
+
+    table = table_text(args, base, rows)
     print(table)
     if args.json:
         write_json(args.json, {"preset": args.preset, "overrides": args.overrides, "methods": rows, "table": table,

@@ -167,3 +167,13 @@ def format_summary(summary: Dict[str, Any]) -> str:
         f"          held out {_size_text(ho['sizes'])}",
     ]
     return "\n".join(lines)
+
+
+def one_line(cfg: dict, sample: int = 200) -> str:
+    """The run's data in one line, for the headers of benchmark tables."""
+    s = summarize(cfg, sample=sample)
+    tr, ho = s["splits"]["train"], s["splits"][HELDOUT]
+    where = f" at {s['root']}" if s.get("root") else ""
+    return (f"{s['dataset']}{where}: {tr['images']:,} training images"
+            + (f" ({tr['description']})" if tr.get("description") else "")
+            + f", {ho['images']:,} held-out images from {s['heldout']['description']}, {s['classes']['count']} classes")
