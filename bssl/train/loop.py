@@ -136,10 +136,13 @@ class Stepper:
             with (model.no_sync() if ddp and i < n - 1 else contextlib.nullcontext()):
                 with autocast(self.device, self.precision):
                     out = forward(model, batch)
-                loss = out["loss"].float() / n
+                loss = out["loss"]
+                if loss.dtype in (torch.float16, torch.bfloat16):
+                    loss = loss.float()  # divide and scale in fp32
+                loss = loss / n
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             for k, v in out.items():
-                v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
+                v = v.detach().double() if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64)
                 sums[k] = sums.get(k, 0.0) + v.to(self.device) / n
         terms = self._reduce(sums)
         if not all(torch.isfinite(torch.tensor(v)) for v in terms.values()):
@@ -159,7 +162,7 @@ class Stepper:
 
     def _reduce(self, sums: Dict[str, torch.Tensor]) -> Dict[str, float]:
         keys = sorted(sums)
-        vec = torch.stack([sums[k].reshape(()) for k in keys]).double()
+        vec = torch.stack([sums[k].reshape(()) for k in keys])
         if D.is_distributed():
             import torch.distributed as dist
 

@@ -1,0 +1,152 @@
+"""Distillation under DDP on CPU: 2 gloo processes equal one process on the same global batch (with and
+without gradient accumulation), and an interrupted 2-process run resumes to the uninterrupted weights."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from bssl.config import apply_overrides, load_preset
+from bssl.distill import METHODS
+from bssl.distill.trainer import distill_forward, stage_modules, stage_stepper
+from bssl.utils import load_checkpoint, save_checkpoint
+
+GLOBAL_BATCH = 8
+STEPS = 3
+FEAT = 24
+CPU = torch.device("cpu")
+TINY = ["data.num_train=16", "data.num_test=16", "distill.batch_size=8", "distill.num_pseudo_classes=16",
+        "distill.classifier_hidden=32", "distill.epochs_stage1=2", "distill.epochs_stage2=1", "run.device=\"cpu\"",
+        "teacher.proj_hidden=32", "teacher.proj_dim=16"]
+# the loss as a mean of per-sample terms (no batch-centred targets, no batch-marginal regulariser): the
+# case where a shard's gradient averaged over ranks is the global batch's
+PER_SAMPLE = ["distill.fs_center=false", "distill.classifier_reg_weight=0.0", "distill.optimizer=\"sgd\"",
+              "distill.lr=0.05", "distill.grad_clip=1.0"]
+
+
+def _cfg(*extra):
+    return apply_overrides(load_preset("smoke"), TINY + list(extra))
+
+
+def _tiny_teacher():
+    torch.manual_seed(1)
+    t = nn.Sequential(nn.Conv2d(3, FEAT, 3, 2, 1), nn.BatchNorm2d(FEAT), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return t.requires_grad_(False).eval()
+
+
+def _steps(views, accumulate, rank=0, world=1):
+    """STEPS distillation steps of the trainer's own modules, stepper and forward on this rank's share.
+
+    Micro-step j of every rank covers rows j*G/a .. (j+1)*G/a of the global batch, each rank its slice,
+    so a micro-step's synchronised BN sees the same rows as one process's. In float64, so that the
+    comparison tests the algorithm rather than float32 summation order."""
+    cfg = _cfg(*PER_SAMPLE, f"distill.accumulate={accumulate}")
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        teacher = _tiny_teacher()
+        torch.manual_seed(0)
+        student, method, model = stage_modules(cfg, cfg["distill"], 1, METHODS.get("bssl"), {"feature_dim": FEAT}, 0, CPU)
+        stepper = stage_stepper(student, method, cfg["distill"], CPU, STEPS, 0)
+        model.train()
+        micro = GLOBAL_BATCH // accumulate
+        per = micro // world
+        for step in range(STEPS):
+            batches = []
+            for j in range(accumulate):
+                rows = slice(j * micro + rank * per, j * micro + (rank + 1) * per)
+                batches.append(([v[step, rows] for v in views], None))
+            stepper.step(model, step, batches, distill_forward(teacher, CPU, step, STEPS))
+            method.after_step(student, step, STEPS)
+    finally:
+        torch.set_default_dtype(default)
+    return {**{f"student.{k}": v.detach().clone() for k, v in student.state_dict().items()},
+            **{f"method.{k}": v.detach().clone() for k, v in method.state_dict().items()}}
+
+
+def _worker(rank, world, port, views, teacher_path, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from bssl.distill import run_distill
+
+        for acc in (1, 2):
+            state = _steps(views, acc, rank, world)
+            if rank == 0:
+                torch.save(state, os.path.join(out_dir, f"steps_acc{acc}.pt"))
+        cfg = _cfg("distill.accumulate=2")
+        run_distill(cfg, teacher_path, os.path.join(out_dir, "full"), progress=False)
+        part = run_distill(cfg, teacher_path, os.path.join(out_dir, "part"), progress=False, stop_after=1)
+        assert part["checkpoint"] is None and len(part["history"]) == 1
+        run_distill(cfg, teacher_path, os.path.join(out_dir, "part"), resume=True, progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _teacher_ckpt(path):
+    from bssl.teachers import build_method
+
+    cfg = _cfg()
+    torch.manual_seed(0)
+    method, info = build_method(cfg)
+    save_checkpoint(path, "teacher", {
+        "method": method.name, "arch": info["arch"], "small_stem": info["small_stem"], "image_size": info["image_size"],
+        "feature_dim": int(method.feature_dim), "backbone": method.encoder.state_dict(),
+        "heads": {k: h.state_dict() for k, h in method.heads().items()}, "epoch": 1,
+    }, cfg)
+    return path
+
+
+@pytest.mark.slow
+def test_two_process_distillation_equals_one_process_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(5)
+    views = [torch.randn(STEPS, GLOBAL_BATCH, 3, 32, 32, generator=gen, dtype=torch.float64) for _ in range(2)]
+    teacher = _teacher_ckpt(tmp_path / "teacher.pt")
+    mp.spawn(_worker, args=(2, _free_port(), views, str(teacher), str(tmp_path)), nprocs=2, join=True)
+
+    for acc in (1, 2):
+        single = _steps(views, acc)
+        ddp = torch.load(tmp_path / f"steps_acc{acc}.pt", weights_only=True)
+        assert set(single) == set(ddp)
+        for k in single:
+            if k.endswith("num_batches_tracked"):
+                continue
+            assert torch.allclose(single[k], ddp[k], atol=1e-10, rtol=1e-9), (acc, k)
+    # the comparison is between trained weights: the student, g and the projector all moved
+    cfg = _cfg(*PER_SAMPLE)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        student, method, _ = stage_modules(cfg, cfg["distill"], 1, METHODS.get("bssl"), {"feature_dim": FEAT}, 0, CPU)
+    finally:
+        torch.set_default_dtype(default)
+    start = {**{f"student.{k}": v for k, v in student.state_dict().items()},
+             **{f"method.{k}": v for k, v in method.state_dict().items()}}
+    moved = {".".join(k.split(".")[:2]) for k, v in start.items()
+             if v.is_floating_point() and not torch.allclose(v, single[k])}
+    assert {"student.blocks", "student.classifier", "method.classifier", "method.projector"} <= moved, moved
+
+    # an interrupted 2-process run resumes (every rank's RNG streams restored) to the uninterrupted weights
+    full = load_checkpoint(tmp_path / "full" / "stage2.pt")
+    resumed = load_checkpoint(tmp_path / "part" / "stage2.pt")
+    assert full["world_size"] == 2 and [h["epoch"] for h in resumed["history"]] == [1]
+    for part in ("student_state", "method_state"):
+        for k, v in full[part].items():
+            assert torch.equal(v, resumed[part][k]), (part, k)
+    s1_full = load_checkpoint(tmp_path / "full" / "stage1.pt")["history"]
+    s1_part = load_checkpoint(tmp_path / "part" / "stage1.pt")["history"]
+    assert [h["loss"] for h in s1_full] == [h["loss"] for h in s1_part] and len(s1_full) == 2

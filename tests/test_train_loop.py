@@ -1,0 +1,164 @@
+"""bssl.train in one process: accumulation equals the large batch, the global batch split, precision
+choices, bf16 autocast on CPU, the optimiser factory's groups, RNG state and resume compatibility."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bssl.config import apply_overrides, load_preset
+from bssl.errors import UserError
+from bssl.train import (Stepper, batch_plan, build_optimizer, check_precision, config_mismatch, lr_factor,
+                        rng_state, set_rng_state, steps)
+from bssl.train.loop import make_loader
+
+CPU = torch.device("cpu")
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+
+
+def _train(micro_batches_per_step, optimizer="adamw", clip=0.5):
+    """3 steps of a per-sample regression loss, each step's global batch of 8 given as micro-batches."""
+    model = _mlp()
+    opt = build_optimizer([model], {"optimizer": optimizer, "lr": 0.05, "weight_decay": 0.1}, section="distill")
+    stepper = Stepper(opt, list(model.parameters()), device=CPU, clip=clip, base_lr=0.05,
+                      lr_factor=lambda i: lr_factor(i, 3, 1), grad_groups={"all": list(model.parameters())})
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(3, 8, 6, generator=gen, dtype=torch.float64), torch.randn(3, 8, 3, generator=gen, dtype=torch.float64)
+
+    def forward(m, batch):
+        xb, yb = batch
+        return {"loss": ((m(xb) - yb) ** 2).sum(1).mean()}
+
+    recs = []
+    for step in range(3):
+        n = micro_batches_per_step
+        per = 8 // n
+        batches = [(x[step, j * per:(j + 1) * per], y[step, j * per:(j + 1) * per]) for j in range(n)]
+        recs.append(stepper.step(model, step, batches, forward))
+    return model, recs
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "lars"])
+def test_accumulating_micro_batches_equals_the_large_batch(optimizer):
+    big, big_recs = _train(1, optimizer)
+    for n in (2, 4):
+        acc, acc_recs = _train(n, optimizer)
+        for (k, a), b in zip(big.state_dict().items(), acc.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-12, rtol=1e-10), (n, k)
+        for ra, rb in zip(big_recs, acc_recs):
+            assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-12)
+            assert ra["grad_all"] == pytest.approx(rb["grad_all"], rel=1e-10)  # measured before clipping
+            assert ra["lr"] == rb["lr"]
+    assert not torch.allclose(_mlp()[0].weight, big[0].weight)
+    assert big_recs[0]["grad_all"] > 0.5  # clipping was active
+
+
+def test_global_batch_split_and_precision_choices():
+    plan = batch_plan("distill", 64, 2, world=4)
+    assert (plan.micro_batch, plan.world, plan.accumulate) == (8, 4, 2)
+    with pytest.raises(UserError, match=r"distill.batch_size = 20 does not split over 2 processes x 4 accumulation "
+                                        r"steps; use a multiple of 8"):
+        batch_plan("distill", 20, 4, world=2)
+    with pytest.raises(UserError, match=r"teacher.batch_size = 9 does not split over 2 processes; use a multiple of 2"):
+        batch_plan("teacher", 9, 1, world=2)
+    assert check_precision("distill", "bf16", CPU) == "bf16"
+    with pytest.raises(UserError, match="fp16' needs a CUDA device"):
+        check_precision("teacher", "fp16", CPU)
+    with pytest.raises(UserError, match="use one of fp32, bf16, fp16"):
+        check_precision("distill", "fp8", CPU)
+
+
+def test_steps_group_micro_batches_and_drop_an_incomplete_step():
+    plan = batch_plan("distill", 8, 2, world=1)
+    loader = make_loader(list(range(30)), plan, seed=0, epoch=0)
+    groups = list(steps(loader, plan.accumulate))
+    assert len(groups) == 3 and all(len(g) == 2 and len(g[0]) == 4 for g in groups)  # 30 // 8 steps
+    seen = torch.cat([b for g in groups for b in g])
+    assert len(set(seen.tolist())) == 24
+    again = torch.cat([b for g in steps(make_loader(list(range(30)), plan, seed=0, epoch=0), 2) for b in g])
+    other = torch.cat([b for g in steps(make_loader(list(range(30)), plan, seed=0, epoch=1), 2) for b in g])
+    assert torch.equal(seen, again) and not torch.equal(seen, other)
+
+
+def test_bf16_autocast_runs_the_distillation_step_on_cpu():
+    from bssl.distill import METHODS
+    from bssl.distill.trainer import distill_forward, stage_modules, stage_stepper
+
+    cfg = apply_overrides(load_preset("smoke"), ["distill.num_pseudo_classes=16", "distill.classifier_hidden=32",
+                                                 "distill.precision=\"bf16\"", "distill.lr=0.01"])
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).requires_grad_(False)
+    student, method, model = stage_modules(cfg, cfg["distill"], 1, METHODS.get("bssl"), {"feature_dim": 24}, 0, CPU)
+    stepper = stage_stepper(student, method, cfg["distill"], CPU, 4, 0, precision="bf16")
+    dtypes = []
+    hook = method.classifier.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    views = [torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)]
+    rec = stepper.step(model, 0, [(views, None)], distill_forward(teacher, CPU, 0, 4))
+    hook.remove()
+    assert dtypes and all(d == torch.bfloat16 for d in dtypes)  # autocast was on
+    assert np.isfinite(rec["loss"]) and rec["grad_features"] > 0
+    assert all(p.dtype == torch.float32 for p in student.parameters())  # weights stay fp32
+    assert any(not torch.equal(v, student.state_dict()[k]) for k, v in before.items() if v.is_floating_point())
+
+
+def test_optimizer_factory_groups():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    distill = build_optimizer([model], {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.1}, section="distill")
+    assert [(len(g["params"]), g["weight_decay"]) for g in distill.param_groups] == [(2, 0.1), (4, 0.0)]
+    assert isinstance(distill, torch.optim.Adam)
+    lars = build_optimizer([model], {"optimizer": "lars", "lr": 0.1, "weight_decay": 1e-6}, section="teacher")
+    assert [(len(g["params"]), g["lars_exclude"], g["weight_decay"]) for g in lars.param_groups] == \
+        [(2, False, 1e-6), (4, True, 0.0)]
+    # the teacher's methods decay every parameter, as their reference code does, and keep their groups
+    groups = [{"params": list(model[3].parameters()), "fix_lr": True}, {"params": list(model[0].parameters())}]
+    sgd = build_optimizer(groups, {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}, section="teacher",
+                          exclude_1d=False)
+    assert [(len(g["params"]), g["weight_decay"], g.get("fix_lr")) for g in sgd.param_groups] == \
+        [(2, 1e-4, True), (2, 1e-4, None)]
+    with pytest.raises(UserError, match="teacher.optimizer='rmsprop' is unknown"):
+        build_optimizer([model], {"optimizer": "rmsprop"}, section="teacher")
+
+
+def test_fixed_lr_groups_keep_their_lr():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    opt = build_optimizer([{"params": list(a.parameters())}, {"params": list(b.parameters()), "fix_lr": True}],
+                          {"optimizer": "sgd", "lr": 0.2}, section="teacher", exclude_1d=False)
+    stepper = Stepper(opt, list(a.parameters()) + list(b.parameters()), device=CPU, base_lr=0.2,
+                      lr_factor=lambda i: lr_factor(i, 10, 0))
+    assert stepper.set_lr(5) == pytest.approx(0.1)
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.1), 0.2]
+
+
+def test_rng_state_round_trip_covers_torch_python_numpy():
+    torch.manual_seed(1), random.seed(1), np.random.seed(1)
+    torch.rand(3), random.random(), np.random.rand()
+    state = rng_state()
+    want = (torch.rand(3), random.random(), np.random.rand(2))
+    torch.manual_seed(9), random.seed(9), np.random.seed(9)
+    set_rng_state(state)
+    got = (torch.rand(3), random.random(), np.random.rand(2))
+    assert torch.equal(want[0], got[0]) and want[1] == got[1] and np.array_equal(want[2], got[2])
+    # older checkpoints hold the bare torch state
+    torch.manual_seed(4)
+    bare = torch.get_rng_state()
+    x = torch.rand(2)
+    set_rng_state(bare)
+    assert torch.equal(torch.rand(2), x)
+
+
+def test_config_mismatch_reads_checkpoints_without_the_new_keys():
+    cfg = load_preset("smoke")
+    old = {s: dict(v) for s, v in cfg.items() if isinstance(v, dict)}
+    for key in ("precision", "accumulate"):
+        old["distill"].pop(key)
+    assert config_mismatch(old, cfg, ("distill", "data")) is None
+    assert config_mismatch(old, apply_overrides(cfg, ["distill.accumulate=2"]), ("distill", "data")) == "distill"
+    assert config_mismatch(old, apply_overrides(cfg, ["data.workers=3"]), ("distill", "data")) is None
+    assert config_mismatch(old, apply_overrides(cfg, ["run.seed=5"]), ("distill", "data")) == "run.seed"
