@@ -162,3 +162,38 @@ def test_config_mismatch_reads_checkpoints_without_the_new_keys():
     assert config_mismatch(old, apply_overrides(cfg, ["distill.accumulate=2"]), ("distill", "data")) == "distill"
     assert config_mismatch(old, apply_overrides(cfg, ["data.workers=3"]), ("distill", "data")) is None
     assert config_mismatch(old, apply_overrides(cfg, ["run.seed=5"]), ("distill", "data")) == "run.seed"
+
+
+def test_teacher_trains_with_accumulation_and_bf16(tmp_path):
+    from bssl.teachers import train_teacher
+    from bssl.utils import load_checkpoint
+
+    torch.set_num_threads(1)
+    cfg = load_preset("smoke")
+    cfg["run"]["device"] = "cpu"
+    cfg["data"].update(num_train=32, num_test=16, image_size=32)
+    cfg["teacher"].update(method="simclr", epochs=1, batch_size=16, accumulate=2, precision="bf16", proj_hidden=16,
+                          proj_dim=8, small_stem=False, knn_every=1, grad_clip=5.0)
+    res = train_teacher(cfg, tmp_path)
+    assert len(res["history"]) == 1 and np.isfinite(res["history"][0]["loss"])
+    ckpt = load_checkpoint(res["checkpoint"], "teacher")
+    assert ckpt["step"] == 2 and ckpt["world_size"] == 1 and isinstance(ckpt["rng_state"], list)
+    assert set(ckpt["rng_state"][0]) >= {"torch", "python", "numpy"}
+    cfg["teacher"]["precision"] = "fp16"
+    with pytest.raises(UserError, match="teacher.precision = 'fp16' needs a CUDA device"):
+        train_teacher(cfg, tmp_path / "fp16")
+
+
+def test_bf16_step_refuses_non_finite_gradients():
+    lin = nn.Linear(2, 2)
+    opt = build_optimizer([lin], {"optimizer": "sgd", "lr": 0.1}, section="distill")
+    stepper = Stepper(opt, list(lin.parameters()), device=CPU, precision="bf16", base_lr=0.1,
+                      lr_factor=lambda i: 1.0)
+    before = lin.weight.detach().clone()
+
+    def forward(m, batch):  # a finite loss whose gradient is nan (sqrt at 0)
+        return {"loss": torch.sqrt((m.weight * 0).sum()) + m(batch).sum() * 0 + 1.0}
+
+    with pytest.raises(FloatingPointError, match="inf/nan under bf16"):
+        stepper.step(lin, 0, [torch.ones(3, 2)], forward)
+    assert torch.equal(lin.weight, before)  # no step was taken

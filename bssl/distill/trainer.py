@@ -133,9 +133,10 @@ class Joint(nn.Module):
         self.student, self.method = student, method
 
     def forward(self, teacher: Optional[nn.Module], views: List[torch.Tensor], labels, step: int, total: int):
-        # BSSL's KL and L_FS are means of per-sample terms, so each rank's mean over its shard,
-        # averaged by DDP, is the global mean: no gathering. The direct baselines that need the
-        # global batch (MoCo v2's queue, SimCLR's negatives) gather in bssl.teachers' methods.
+        # BSSL's KL and L_FS are means of per-sample terms, so DDP's average of the shards' means is
+        # the global mean and nothing is gathered (fs_center's mean of h and the infomax marginal of
+        # g are per-shard batch statistics). The direct baselines that need the global batch
+        # (MoCo v2's queue, SimCLR's negatives) gather inside bssl.teachers' methods.
         return self.method.loss(self.student, teacher, views, labels, step, total)
 
 

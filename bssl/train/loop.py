@@ -144,9 +144,16 @@ class Stepper:
             for k, v in out.items():
                 v = v.detach().double() if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64)
                 sums[k] = sums.get(k, 0.0) + v.to(self.device) / n
+        if self.precision == "bf16":
+            # bf16 has no scaler to skip a step on inf/nan gradients; oneDNN's bf16 convolutions
+            # occasionally produce them on CPU
+            finite = all(bool(torch.isfinite(p.grad).all()) for p in self.params if p.grad is not None)
+            sums["_grads_finite"] = torch.tensor(float(finite), dtype=torch.float64, device=self.device)
         terms = self._reduce(sums)
+        # every rank sees the same reduced values, so all stop together
+        if terms.pop("_grads_finite", 1.0) < 1.0:
+            raise FloatingPointError("gradients became inf/nan under bf16 autocast (precision = 'fp32' avoids it)")
         if not all(torch.isfinite(torch.tensor(v)) for v in terms.values()):
-            # every rank sees the same reduced values, so all stop together
             raise FloatingPointError(f"loss became {terms['loss']}")
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
