@@ -1,0 +1,190 @@
+"""Training throughput: images/s per process of teacher pretraining and BSSL stage 1 / stage 2.
+
+    python benchmarks/bench_train.py [--preset cpu] [--steps 4] [--procs 1 2] [--precision fp32 bf16]
+                                     [--source synthetic loader] [--parts teacher stage1 stage2] [--out DIR]
+
+Each row runs the trainers' own step (bssl.train.Stepper on the modules teachers/train.py and
+bssl/distill/trainer.py build, DDP + synchronised BN on 2 gloo processes) at the preset's sizes
+(global batch, image size, student width), after one warm-up step. `synthetic` feeds batches
+generated once in memory (the compute alone); `loader` draws them from the preset's dataset through
+its augmentations and make_loader, as training does. With P processes each runs cores/P threads.
+Writes bench_train.json and bench_train.md into --out and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+PARTS = ("teacher", "stage1", "stage2")
+
+
+def _setup(part: str, cfg: Dict[str, Any], device: torch.device, precision: str):
+    """(model to step, stepper, forward(model, batch), views pipeline, batch plan) for one part."""
+    from bssl.distill import METHODS
+    from bssl.distill.trainer import distill_forward, stage_modules, stage_stepper
+    from bssl.distill.views import distill_views
+    from bssl.teachers import build_method
+    from bssl.teachers.train import make_optimizer
+    from bssl.train import Stepper, batch_plan
+    from bssl.train import distributed as D
+    from bssl.config import teacher_settings
+
+    torch.manual_seed(0)
+    if part == "teacher":
+        t = teacher_settings(cfg)
+        method, info = build_method(cfg)
+        if D.is_distributed():
+            method = D.convert_sync_batchnorm(method, device)
+        method.to(device).train()
+        model = torch.nn.parallel.DistributedDataParallel(method) if D.is_distributed() else method
+        stepper = Stepper(make_optimizer(method, t), list(method.parameters()), device=device, precision=precision,
+                          base_lr=float(t["lr"]), lr_factor=lambda i: 1.0)
+
+        def forward(m, batch):
+            views, index = batch
+            loss, logs = m(views, index)
+            return {"loss": loss, **logs}
+
+        plan = batch_plan("teacher", int(t["batch_size"]), int(t["accumulate"]))
+        return model, stepper, forward, ("teacher", method.views(info["image_size"])), plan
+    stage = 1 if part == "stage1" else 2
+    teacher, _ = build_method(cfg)
+    h = teacher.encoder.requires_grad_(False).eval().to(device)
+    dcfg = cfg["distill"]
+    student, method, model = stage_modules(cfg, dcfg, stage, METHODS.get("bssl"), {"feature_dim": int(teacher.feature_dim)},
+                                           0, device)
+    model.train()
+    stepper = stage_stepper(student, method, dcfg, device, 1000, 0, precision)
+    fwd = distill_forward(h, device, 0, 1000)
+    plan = batch_plan("distill", int(dcfg["batch_size"]), int(dcfg["accumulate"]))
+    return model, stepper, (lambda m, batch: fwd(m, (batch[0], None))), ("distill", distill_views(cfg, 2, "byol")), plan
+
+
+def _batches(source: str, views_spec, plan, cfg, steps: int):
+    from bssl.data import dataset_from_config
+    from bssl.train import make_loader
+    from bssl.train import steps as train_steps
+
+    size = int(cfg["data"]["image_size"])
+    n = plan.micro_batch
+    if source == "synthetic":
+        gen = torch.Generator().manual_seed(0)
+        batch = ([torch.randn(n, 3, size, size, generator=gen) for _ in range(2)], torch.arange(n))
+        for _ in range(steps):
+            yield [batch] * plan.accumulate
+        return
+    kind, transform = views_spec
+    ds = dataset_from_config(cfg, "train", transform=transform)
+
+    def with_index(b):
+        views, label = b
+        return list(views), torch.arange(len(label))
+
+    epoch = 0
+    while True:
+        for group in train_steps(make_loader(ds, plan, 0, epoch, workers=int(cfg["data"]["workers"])), plan.accumulate):
+            yield [with_index(b) for b in group]
+            steps -= 1
+            if steps <= 0:
+                return
+        epoch += 1
+
+
+def _measure(part, precision, source, steps, cfg) -> Dict[str, float]:
+    device = torch.device("cpu")
+    model, stepper, forward, views_spec, plan = _setup(part, cfg, device, precision)
+    it = _batches(source, views_spec, plan, cfg, steps + 1)
+    stepper.step(model, 0, next(it), forward)  # warm-up: allocator, oneDNN primitives
+    t0 = time.perf_counter()
+    done = 0
+    for i, micro in enumerate(it):
+        stepper.step(model, i + 1, micro, forward)
+        done += 1
+    seconds = time.perf_counter() - t0
+    return {"images_per_s": plan.micro_batch * plan.accumulate * done / seconds, "seconds_per_step": seconds / done,
+            "micro_batch": plan.micro_batch}
+
+
+def _worker(rank, world, port, jobs, cfg, threads, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(threads)
+    if world > 1:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rows = [{**job, **_measure(job["part"], job["precision"], job["source"], job["steps"], cfg)} for job in jobs]
+        if rank == 0:
+            Path(out).write_text(json.dumps(rows))
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--steps", type=int, default=4, help="timed optimiser steps per row (after 1 warm-up step)")
+    p.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
+    p.add_argument("--source", nargs="+", default=["synthetic", "loader"], choices=("synthetic", "loader"))
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument("--out", type=Path, default=Path("runs/bench_train"))
+    args = p.parse_args(argv)
+
+    from bssl.config import apply_overrides, load_preset
+
+    cfg = apply_overrides(load_preset(args.preset), ['run.device="cpu"'])
+    cores = os.cpu_count() or 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: List[Dict[str, Any]] = []
+    jobs = [{"part": part, "precision": prec, "source": src, "steps": args.steps}
+            for part in args.parts for prec in args.precision for src in args.source]
+    for procs in args.procs:
+        threads = max(cores // procs, 1)
+        tmp = args.out / f".rows{procs}.json"
+        if procs == 1:
+            _worker(0, 1, 0, jobs, cfg, threads, str(tmp))
+        else:
+            mp.spawn(_worker, args=(procs, _free_port(), jobs, cfg, threads, str(tmp)), nprocs=procs, join=True)
+        for row in json.loads(tmp.read_text()):
+            rows.append({**row, "procs": procs, "threads": threads})
+            print(f"{row['part']:8s} {row['precision']:5s} {row['source']:9s} procs {procs}: "
+                  f"{row['images_per_s']:7.1f} images/s per process", flush=True)
+        tmp.unlink()
+    machine = (f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, "
+               f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [f"Machine: {machine}; load average {load:.1f} at the end. Preset {args.preset}: global batch "
+             f"{cfg['teacher']['batch_size']} (teacher) / {cfg['distill']['batch_size']} (distill), "
+             f"{cfg['data']['image_size']} px, student width {cfg['distill']['width']}; {args.steps} timed steps.", "",
+             "| part | precision | batches | processes x threads | micro-batch | images/s per process | s/step |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['part']} | {r['precision']} | {r['source']} | {r['procs']} x {r['threads']} | "
+                     f"{r['micro_batch']} | {r['images_per_s']:.1f} | {r['seconds_per_step']:.2f} |")
+    (args.out / "bench_train.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    (args.out / "bench_train.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
