@@ -401,9 +401,10 @@ def main(argv=None) -> int:
 
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futs = {pool.submit(teacher_task, cfg, str(teacher), str(out), threads): ("fp-teacher", 0)}
-        futs.update({pool.submit(run_task, cfg, row, s, str(teacher), str(out), threads): (row, s) for row, s in tasks})
+        # the untrained floor is one evaluation per seed: first, so every partial table shows it
         futs.update({pool.submit(random_student_task, cfg, s, str(out), threads): ("random-student", s)
                      for s in args.seeds})
+        futs.update({pool.submit(run_task, cfg, row, s, str(teacher), str(out), threads): (row, s) for row, s in tasks})
         for fut in as_completed(futs):
             row, s = futs[fut]
             r = fut.result()
