@@ -104,6 +104,7 @@ def _batches(source: str, views_spec, plan, cfg, steps: int):
 
 def _measure(part, precision, source, steps, cfg) -> Dict[str, float]:
     device = torch.device("cpu")
+    torch.manual_seed(0)
     model, stepper, forward, views_spec, plan = _setup(part, cfg, device, precision)
     it = _batches(source, views_spec, plan, cfg, steps + 1)
     stepper.step(model, 0, next(it), forward)  # warm-up: allocator, oneDNN primitives
@@ -124,7 +125,13 @@ def _worker(rank, world, port, jobs, cfg, threads, out):
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        rows = [{**job, **_measure(job["part"], job["precision"], job["source"], job["steps"], cfg)} for job in jobs]
+        rows = []
+        for job in jobs:
+            try:
+                rows.append({**job, **_measure(job["part"], job["precision"], job["source"], job["steps"], cfg)})
+            except FloatingPointError as exc:  # raised on every rank together (Stepper reduces the check)
+                rows.append({**job, "images_per_s": None, "seconds_per_step": None, "micro_batch": None,
+                             "error": str(exc)})
         if rank == 0:
             Path(out).write_text(json.dumps(rows))
     finally:
@@ -166,8 +173,8 @@ def main(argv=None) -> int:
             mp.spawn(_worker, args=(procs, _free_port(), jobs, cfg, threads, str(tmp)), nprocs=procs, join=True)
         for row in json.loads(tmp.read_text()):
             rows.append({**row, "procs": procs, "threads": threads})
-            print(f"{row['part']:8s} {row['precision']:5s} {row['source']:9s} procs {procs}: "
-                  f"{row['images_per_s']:7.1f} images/s per process", flush=True)
+            speed = "stopped: " + row["error"] if row.get("error") else f"{row['images_per_s']:7.1f} images/s per process"
+            print(f"{row['part']:8s} {row['precision']:5s} {row['source']:9s} procs {procs}: {speed}", flush=True)
         tmp.unlink()
     machine = (f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, "
                f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
@@ -178,8 +185,10 @@ def main(argv=None) -> int:
              "| part | precision | batches | processes x threads | micro-batch | images/s per process | s/step |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
+        speed = (f"{r['images_per_s']:.1f} | {r['seconds_per_step']:.2f}" if r.get("images_per_s") is not None
+                 else f"{r['error']} | -")
         lines.append(f"| {r['part']} | {r['precision']} | {r['source']} | {r['procs']} x {r['threads']} | "
-                     f"{r['micro_batch']} | {r['images_per_s']:.1f} | {r['seconds_per_step']:.2f} |")
+                     f"{r['micro_batch'] or '-'} | {speed} |")
     (args.out / "bench_train.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     (args.out / "bench_train.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -68,7 +68,7 @@ def _steps(views, accumulate, rank=0, world=1):
             **{f"method.{k}": v.detach().clone() for k, v in method.state_dict().items()}}
 
 
-def _worker(rank, world, port, views, teacher_path, out_dir):
+def _worker(rank, world, port, views, teacher_path, out_dir, bn_input):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -80,6 +80,14 @@ def _worker(rank, world, port, views, teacher_path, out_dir):
             state = _steps(views, acc, rank, world)
             if rank == 0:
                 torch.save(state, os.path.join(out_dir, f"steps_acc{acc}.pt"))
+        # synchronised BN under bf16 autocast takes its statistics in fp32 (in bf16 E[x^2] - E[x]^2 of
+        # activations far from 0 is noise, and negative)
+        from bssl.train.distributed import SyncBatchNorm
+
+        bn = SyncBatchNorm(3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = bn(bn_input.chunk(world)[rank].bfloat16())
+        torch.save(y.detach().float(), os.path.join(out_dir, f"bn{rank}.pt"))
         cfg = _cfg("distill.accumulate=2")
         run_distill(cfg, teacher_path, os.path.join(out_dir, "full"), progress=False)
         part = run_distill(cfg, teacher_path, os.path.join(out_dir, "part"), progress=False, stop_after=1)
@@ -115,7 +123,12 @@ def test_two_process_distillation_equals_one_process_and_resumes(tmp_path):
     gen = torch.Generator().manual_seed(5)
     views = [torch.randn(STEPS, GLOBAL_BATCH, 3, 32, 32, generator=gen, dtype=torch.float64) for _ in range(2)]
     teacher = _teacher_ckpt(tmp_path / "teacher.pt")
-    mp.spawn(_worker, args=(2, _free_port(), views, str(teacher), str(tmp_path)), nprocs=2, join=True)
+    bn_input = 50 + torch.randn(8, 3, 4, 4, generator=gen)
+    mp.spawn(_worker, args=(2, _free_port(), views, str(teacher), str(tmp_path), bn_input), nprocs=2, join=True)
+
+    want = nn.BatchNorm2d(3)(bn_input.bfloat16().float())
+    got = torch.cat([torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in (0, 1)])
+    assert torch.allclose(got, want, atol=2e-2), (got - want).abs().max()
 
     for acc in (1, 2):
         single = _steps(views, acc)

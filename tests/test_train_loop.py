@@ -197,3 +197,39 @@ def test_bf16_step_refuses_non_finite_gradients():
     with pytest.raises(FloatingPointError, match="inf/nan under bf16"):
         stepper.step(lin, 0, [torch.ones(3, 2)], forward)
     assert torch.equal(lin.weight, before)  # no step was taken
+
+
+def _as_old_checkpoint(path, section, rng_key):
+    """Rewrite a checkpoint as the trainers before bssl.train wrote it: one torch (teacher) or
+    torch+python (distill) RNG state, no world size, no scaler entry, no precision/accumulate keys."""
+    ck = torch.load(path, weights_only=True)
+    state = ck[rng_key][0]
+    ck[rng_key] = state["torch"] if section == "teacher" else {"torch": state["torch"], "python": state["python"]}
+    for key in ("world_size", "trainer"):
+        ck.pop(key, None)
+    for key in ("precision", "accumulate", "grad_clip", "lars_eta"):
+        if section == "teacher" or key in ("precision", "accumulate"):
+            ck["config"][section].pop(key, None)
+    torch.save(ck, path)
+
+
+def test_checkpoints_written_before_bssl_train_resume(tmp_path):
+    from bssl.distill import run_distill
+    from bssl.teachers import train_teacher
+
+    torch.set_num_threads(1)
+    cfg = load_preset("smoke")
+    cfg["run"]["device"] = "cpu"
+    cfg["data"].update(num_train=32, num_test=16, image_size=32)
+    cfg["teacher"].update(method="simclr", epochs=2, batch_size=16, proj_hidden=16, proj_dim=8, small_stem=False,
+                          knn_every=2)
+    train_teacher(cfg, tmp_path / "t", stop_after=1)
+    _as_old_checkpoint(tmp_path / "t" / "teacher.pt", "teacher", "rng_state")
+    assert len(train_teacher(cfg, tmp_path / "t", resume=True)["history"]) == 2
+
+    dcfg = apply_overrides(cfg, ["distill.method=\"direct-simclr\"", "distill.batch_size=16", "distill.epochs_stage1=2",
+                                 "distill.epochs_stage2=1"])
+    run_distill(dcfg, None, tmp_path / "d", progress=False, stop_after=1)
+    _as_old_checkpoint(tmp_path / "d" / "stage1" / "last.pt", "distill", "rng")
+    res = run_distill(dcfg, None, tmp_path / "d", resume=True, progress=False)
+    assert [(h["stage"], h["epoch"]) for h in res["history"]] == [(1, 1), (1, 2), (2, 1)]

@@ -161,6 +161,9 @@ class SyncBatchNorm(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_distributed()):
             return super().forward(x)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # as autocast runs BatchNorm: E[x^2] - E[x]^2 in bf16 loses all precision (and goes negative)
+            x = x.float()
         dims = [0] + list(range(2, x.dim()))
         count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
         stats = torch.cat([x.sum(dim=dims), (x * x).sum(dim=dims), count])
@@ -168,7 +171,7 @@ class SyncBatchNorm(nn.BatchNorm1d):
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n
-        var = stats[c:2 * c] / n - mean * mean
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
