@@ -28,6 +28,7 @@ from bssl.utils import JsonlLogger, load_checkpoint, pick_device, save_checkpoin
 from bssl.train import distributed as D
 from bssl.train import (Stepper, all_rng_states, batch_plan, build_optimizer, check_precision, check_world,
                         config_mismatch, make_loader, restarted_lr_factor, restore_rank_rng)
+from bssl.train.state import changed_keys
 from bssl.train import steps as train_steps
 
 from .backbone import build_backbone, resolve_small_stem
@@ -84,7 +85,8 @@ _RESUMABLE_CHANGES = ("epochs", "knn_every")
 
 
 def _compatible(saved: Dict[str, Any], cfg: Dict[str, Any]) -> Optional[str]:
-    """The config section that differs from the checkpoint's, comparing what the method runs with."""
+    """What differs from the checkpoint's config ('[teacher] config (lr: ...)'), comparing what the
+    method runs with; None when nothing does."""
     def settings(c):
         try:
             s = teacher_settings(c)
@@ -92,8 +94,9 @@ def _compatible(saved: Dict[str, Any], cfg: Dict[str, Any]) -> Optional[str]:
             return None
         return {k: v for k, v in s.items() if k not in _RESUMABLE_CHANGES}
 
-    if settings(saved) != settings(cfg):
-        return "teacher"
+    a, b = settings(saved), settings(cfg)
+    if a != b:
+        return "[teacher] config" + changed_keys(a or {}, b or {})
     return config_mismatch(saved, cfg, ("data",))
 
 
@@ -126,7 +129,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
             ckpt = load_checkpoint(ckpt_path, "teacher")
             bad = _compatible(ckpt.get("config", {}), cfg)
             if bad:
-                raise UserError(f"--resume: {ckpt_path} was trained with a different [{bad}] config; "
+                raise UserError(f"--resume: {ckpt_path} was trained with a different {bad}; "
                                 "resume with the same preset and --set values, or start over with --force")
             check_world(ckpt_path, ckpt.get("world_size"), world)
         return plan, precision, ckpt

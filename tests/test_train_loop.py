@@ -159,9 +159,11 @@ def test_config_mismatch_reads_checkpoints_without_the_new_keys():
     for key in ("precision", "accumulate"):
         old["distill"].pop(key)
     assert config_mismatch(old, cfg, ("distill", "data")) is None
-    assert config_mismatch(old, apply_overrides(cfg, ["distill.accumulate=2"]), ("distill", "data")) == "distill"
+    assert config_mismatch(old, apply_overrides(cfg, ["distill.accumulate=2"]), ("distill", "data")) == \
+        "[distill] config (accumulate: 1 in the checkpoint, 2 now)"
     assert config_mismatch(old, apply_overrides(cfg, ["data.workers=3"]), ("distill", "data")) is None
-    assert config_mismatch(old, apply_overrides(cfg, ["run.seed=5"]), ("distill", "data")) == "run.seed"
+    assert config_mismatch(old, apply_overrides(cfg, ["run.seed=5"]), ("distill", "data")) == \
+        "run.seed (0 in the checkpoint, 5 now)"
 
 
 def test_teacher_trains_with_accumulation_and_bf16(tmp_path):

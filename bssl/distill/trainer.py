@@ -345,7 +345,7 @@ def _check_resumable(path: Path, cfg: Dict[str, Any], method_name: str) -> None:
         raise UserError(f"--resume: {path} belongs to method {ck.get('method')!r}, not {method_name!r}")
     bad = config_mismatch(ck.get("config", {}), cfg, _RESUME_SECTIONS)
     if bad:
-        raise UserError(f"--resume: {path} was written with a different [{bad}] config; resume with the same "
+        raise UserError(f"--resume: {path} was written with a different {bad}; resume with the same "
                         "preset and --set values, or start over with --force")
     if ck["bssl_kind"] == RESUME_KIND:
         check_world(path, ck.get("world_size"), D.world_size())

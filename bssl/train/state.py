@@ -64,19 +64,30 @@ def check_world(path: Path, saved_world: Optional[int], world: int) -> None:
                         + (" (or without torchrun)" if saved == 1 else "") + ", or start over with --force")
 
 
+def changed_keys(saved: Dict[str, Any], now: Dict[str, Any], limit: int = 3) -> str:
+    """' (key: old in the checkpoint, new now; ...)' for the keys whose values differ."""
+    keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if not keys:
+        return ""
+    parts = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in keys[:limit]]
+    return " (" + "; ".join(parts) + (f"; {len(keys) - limit} more" if len(keys) > limit else "") + ")"
+
+
 def config_mismatch(saved: Dict[str, Any], cfg: Dict[str, Any], sections: Iterable[str],
                     ignore: Dict[str, Iterable[str]] = {}) -> Optional[str]:
-    """The first of `sections` (or run.seed) whose values differ between a checkpoint's config and cfg.
+    """'[section] config (what changed)' for the first of `sections` (or run.seed) whose values differ
+    between a checkpoint's config and cfg; None when they match.
 
     Keys a section gained since the checkpoint was written compare at their defaults."""
     from ..config import SECTIONS, defaults
 
     for name in sections:
         skip = set(ignore.get(name, ())) | {"workers"}
-        a = {**defaults(SECTIONS.get(name, {})), **(saved.get(name) or {})}
-        b = {**defaults(SECTIONS.get(name, {})), **(cfg.get(name) or {})}
-        if {k: v for k, v in a.items() if k not in skip} != {k: v for k, v in b.items() if k not in skip}:
-            return name
-    if saved.get("run", {}).get("seed") != cfg.get("run", {}).get("seed"):
-        return "run.seed"
+        a = {k: v for k, v in {**defaults(SECTIONS.get(name, {})), **(saved.get(name) or {})}.items() if k not in skip}
+        b = {k: v for k, v in {**defaults(SECTIONS.get(name, {})), **(cfg.get(name) or {})}.items() if k not in skip}
+        if a != b:
+            return f"[{name}] config{changed_keys(a, b)}"
+    a, b = saved.get("run", {}).get("seed"), cfg.get("run", {}).get("seed")
+    if a != b:
+        return f"run.seed ({a!r} in the checkpoint, {b!r} now)"
     return None
