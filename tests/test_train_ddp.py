@@ -1,5 +1,6 @@
 """Distillation under DDP on CPU: 2 gloo processes equal one process on the same global batch (with and
-without gradient accumulation), and an interrupted 2-process run resumes to the uninterrupted weights."""
+without gradient accumulation, BSSL and the gathering direct baselines), and an interrupted 2-process
+run resumes to the uninterrupted weights."""
 
 import os
 import socket
@@ -16,6 +17,9 @@ from bssl.distill.trainer import distill_forward, stage_modules, stage_stepper
 from bssl.utils import load_checkpoint, save_checkpoint
 
 GLOBAL_BATCH = 8
+# BSSL with and without accumulation; the direct baselines that need the global batch (SimCLR's
+# negatives, MoCo v2's queue) gather it, micro-step by micro-step
+RUNS = (("bssl", 1), ("bssl", 2), ("direct-simclr", 2), ("direct-mocov2", 2))
 STEPS = 3
 FEAT = 24
 CPU = torch.device("cpu")
@@ -38,7 +42,7 @@ def _tiny_teacher():
     return t.requires_grad_(False).eval()
 
 
-def _steps(views, accumulate, rank=0, world=1):
+def _steps(views, accumulate, rank=0, world=1, method="bssl"):
     """STEPS distillation steps of the trainer's own modules, stepper and forward on this rank's share.
 
     Micro-step j of every rank covers rows j*G/a .. (j+1)*G/a of the global batch, each rank its slice,
@@ -48,9 +52,11 @@ def _steps(views, accumulate, rank=0, world=1):
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        teacher = _tiny_teacher()
+        direct = method.startswith("direct-")
+        teacher = None if direct else _tiny_teacher()
+        tinfo = {"ssl_config": dict(cfg["teacher"])} if direct else {"feature_dim": FEAT}
         torch.manual_seed(0)
-        student, method, model = stage_modules(cfg, cfg["distill"], 1, METHODS.get("bssl"), {"feature_dim": FEAT}, 0, CPU)
+        student, method, model = stage_modules(cfg, cfg["distill"], 1, METHODS.get(method), tinfo, 0, CPU)
         stepper = stage_stepper(student, method, cfg["distill"], CPU, STEPS, 0)
         model.train()
         micro = GLOBAL_BATCH // accumulate
@@ -76,10 +82,10 @@ def _worker(rank, world, port, views, teacher_path, out_dir, bn_input):
     try:
         from bssl.distill import run_distill
 
-        for acc in (1, 2):
-            state = _steps(views, acc, rank, world)
+        for method, acc in RUNS:
+            state = _steps(views, acc, rank, world, method)
             if rank == 0:
-                torch.save(state, os.path.join(out_dir, f"steps_acc{acc}.pt"))
+                torch.save(state, os.path.join(out_dir, f"steps_{method}_acc{acc}.pt"))
         # synchronised BN under bf16 autocast takes its statistics in fp32 (in bf16 E[x^2] - E[x]^2 of
         # activations far from 0 is noise, and negative)
         from bssl.train.distributed import SyncBatchNorm
@@ -130,14 +136,18 @@ def test_two_process_distillation_equals_one_process_and_resumes(tmp_path):
     got = torch.cat([torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in (0, 1)])
     assert torch.allclose(got, want, atol=2e-2), (got - want).abs().max()
 
-    for acc in (1, 2):
-        single = _steps(views, acc)
-        ddp = torch.load(tmp_path / f"steps_acc{acc}.pt", weights_only=True)
+    singles = {}
+    for method, acc in RUNS:
+        single = singles[method, acc] = _steps(views, acc, method=method)
+        ddp = torch.load(tmp_path / f"steps_{method}_acc{acc}.pt", weights_only=True)
         assert set(single) == set(ddp)
         for k in single:
             if k.endswith("num_batches_tracked"):
                 continue
-            assert torch.allclose(single[k], ddp[k], atol=1e-10, rtol=1e-9), (acc, k)
+            assert torch.allclose(single[k], ddp[k], atol=1e-10, rtol=1e-9), (method, acc, k)
+        if method == "direct-mocov2":  # the queue holds every rank's keys, in the single process's order
+            assert int(ddp["method.ssl.queue_ptr"]) == int(single["method.ssl.queue_ptr"]) == STEPS * GLOBAL_BATCH
+    single = singles["bssl", 2]
     # the comparison is between trained weights: the student, g and the projector all moved
     cfg = _cfg(*PER_SAMPLE)
     default = torch.get_default_dtype()
