@@ -52,10 +52,10 @@ def test_run_folder_holds_every_artifact(smoke_run):
     rows = {(r["model"], r["format"]): r for r in clf["rows"]}
     assert set(rows) == {("binary student", "bssl"), ("binary student", "onnx"), ("FP teacher", "onnx"),
                          ("FP teacher", "onnx-int8")}
-    for key, r in rows.items():
-        acc = r["accuracy"]["accuracy"]
+    for key, row in rows.items():
+        acc = row["accuracy"]["accuracy"]
         assert 0.0 <= acc["value"] <= 1.0, key
-        assert Path(r["export"]["path"]).stat().st_size == r["export"]["bytes"], key
+        assert Path(row["export"]["path"]).stat().st_size == row["export"]["bytes"], key
         if key[0] == "binary student":  # the deployed files against the PyTorch classifier on the same images
             assert acc["details"]["compare"]["top1_agreement"] > 0.9, key
     assert rows[("binary student", "bssl")]["latency_ms"]["p50"] > 0
