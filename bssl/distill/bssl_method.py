@@ -11,6 +11,7 @@ from ..config import option
 from ..errors import UserError
 from .base import METHODS, DistillMethod, student_forward, teacher_features
 from .heads import FeatureProjector, JointClassifier
+from ..train import distributed as D
 from .losses import bssl_loss, infomax, symmetrised
 from .schedules import lambda_at
 
@@ -81,7 +82,9 @@ class BSSL(DistillMethod):
             s_fs, t_fs = [self.projector(f) for f in k], h
             if self.fs_center:
                 # pooled post-ReLU features are all positive: their shared mean would dominate the cosine
-                mu = torch.cat(h).mean(0, keepdim=True)
+                # the global batch's mean under DDP; every other term of the loss is per sample
+                hs = torch.cat(h)
+                mu = D.all_reduce_sum(hs.sum(0, keepdim=True)) / (hs.shape[0] * D.world_size())
                 t_fs = [x - mu for x in h]
         else:
             s_fs, t_fs = s_logits, t_logits

@@ -106,7 +106,11 @@ def infomax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     log_p = F.log_softmax(logits / temperature, dim=1)
     p = log_p.exp()
     cond = -(p * log_p).sum(1).mean()
-    mean_p = p.mean(0)
+    # the marginal is a global-batch statistic: summed over processes under DDP (differentiably), so the
+    # gradient DDP averages is the single-process one
+    from ..train import distributed as D
+
+    mean_p = D.all_reduce_sum(p.sum(0)) / (p.shape[0] * D.world_size())
     marg = -(mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
     return (cond - marg) / torch.log(torch.tensor(float(logits.shape[1])))
 
