@@ -41,9 +41,14 @@ def prepare_run_dir(out_dir: Path, *, resume: bool, force: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _silent(_msg: str) -> None:
+    pass
+
+
 class RunState:
-    def __init__(self, out_dir: Path, cfg: Dict[str, Any]):
+    def __init__(self, out_dir: Path, cfg: Dict[str, Any], read_only: bool = False):
         self.path = Path(out_dir) / "state.json"
+        self.read_only = read_only  # the non-zero ranks of a torchrun job: rank 0 owns state.json
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
             if self.data.get("config") != cfg:
@@ -66,31 +71,43 @@ class RunState:
         self.save()
 
     def save(self) -> None:
-        write_json(self.path, self.data)
+        if not self.read_only:
+            write_json(self.path, self.data)
 
 
 def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, force: bool = False,
                  teacher: Optional[Path] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run the whole path on cfg['data'] and write report.json / report.md in out_dir."""
+    from .train import distributed as D
+
     out_dir = Path(out_dir).resolve()  # steps record absolute paths: resume works from any folder
+    if not D.is_main():  # under torchrun: rank 0 speaks and writes the run folder; the others train beside it
+        log = _silent
+
     # Validate every input before the run folder is touched, so a mistake leaves nothing behind.
-    if teacher is not None:
-        if not Path(teacher).is_file():
-            raise UserError(f"teacher checkpoint {teacher} does not exist; pass a bssl, MoCo/SimSiam .pth.tar or torchvision file")
-        from bssl.teachers import load_teacher
-        load_teacher(teacher)
-    from .data.summary import format_summary, summarize
-    data_summary = summarize(cfg)  # builds both splits: a layout mistake stops here, before any folder exists
+    def validate_inputs():
+        if teacher is not None:
+            if not Path(teacher).is_file():
+                raise UserError(f"teacher checkpoint {teacher} does not exist; pass a bssl, MoCo/SimSiam .pth.tar or torchvision file")
+            from bssl.teachers import load_teacher
+            load_teacher(teacher)
+        from .data.summary import summarize
+        return summarize(cfg)  # builds both splits: a layout mistake stops here, before any folder exists
+
+    data_summary = D.agree(validate_inputs)
+    from .data.summary import format_summary
     log("[bssl run] data\n" + "\n".join("  " + line for line in format_summary(data_summary).splitlines()))
     fresh = not (resume and (out_dir / "state.json").exists())
-    prepare_run_dir(out_dir, resume=resume, force=force)
-    state = RunState(out_dir, cfg)
+    D.agree(lambda: prepare_run_dir(out_dir, resume=resume, force=force) if D.is_main() else None)
+    state = D.agree(lambda: RunState(out_dir, cfg) if D.is_main() else None)
+    if state is None:  # the other ranks read what rank 0 wrote
+        state = RunState(out_dir, cfg, read_only=True)
     seed = int(cfg["run"]["seed"])
     seed_everything(seed)
     try:
         report = _run_steps(cfg, out_dir, state, data_summary, resume, teacher, log, seed)
     except BaseException:
-        if fresh and not state.data["steps"] and not any(out_dir.rglob("*.pt")):
+        if D.is_main() and fresh and not state.data["steps"] and not any(out_dir.rglob("*.pt")):
             # nothing finished or checkpointed: a folder holding only state.json and logs would only make
             # the rerun ask for --force
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -126,6 +143,16 @@ def _run_steps(cfg: Dict[str, Any], out_dir: Path, state: RunState, data_summary
 
     distill_res = step("distill", do_distill)
     student_ckpt = distill_res["checkpoint"]
+
+    # Under torchrun the training steps ran on every rank; the rest (export, measurement, evaluation, report)
+    # is rank 0's alone, so the others leave the process group and stop here.
+    from .train import distributed as D
+    if D.is_distributed():
+        D.barrier()
+        main = D.is_main()
+        D.shutdown()
+        if not main:
+            return {}
 
     def do_export():
         from bssl.export import export_model

@@ -1,4 +1,9 @@
-"""bssl run: the whole path (teacher, BSSL distillation, export, measurement, evaluation) in one command."""
+"""bssl run: the whole path (teacher, BSSL distillation, export, measurement, evaluation) in one command.
+
+Runs as one process, or under torchrun, where the teacher and the distillation train data-parallel on every
+rank and the other steps run on rank 0:
+  torchrun --nproc_per_node 2 -m bssl run --preset cpu
+"""
 
 from __future__ import annotations
 
@@ -23,11 +28,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..train import distributed as D
+
+    return D.run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..pipeline import run_pipeline
+    from ..train import distributed as D
+    from ..utils import pick_device
 
     cfg = config_from_args(args)
+    # under torchrun the teacher and the distillation train data-parallel; everything after them runs on rank 0
+    D.init_from_env(pick_device(str(cfg["run"]["device"])))
+    main = D.is_main()
     out = args.out or Path("runs") / cfg["preset"]["name"]
-    report = run_pipeline(cfg, out, resume=args.resume, force=args.force, teacher=args.teacher)
+    run_pipeline(cfg, out, resume=args.resume, force=args.force, teacher=args.teacher)
+    if not main:
+        return 0
     print((Path(out) / "report.md").read_text())
     print(f"run folder: {out}  (report.json, report.md, checkpoints, exports, plots)")
     return 0
