@@ -37,6 +37,15 @@ def to_onnx_proto(src, packed: bool, input_size: int | None = None, opset: int =
     extra: Dict[str, Any] = {}
     if packed:
         extra["custom_translation_table"] = ops.onnx_translation_table()
+    proto = _export_proto(model, x, opset, "the student", **extra)
+    if packed:
+        ops.register_onnx_schema()
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _export_proto(model, x: torch.Tensor, opset: int, what: str, **extra):
+    """torch.onnx.export of `model` on `x` with the exports' input/output names and a dynamic batch."""
     # The exporter prints progress lines and warnings; keep the CLI output to our own summary.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -46,13 +55,10 @@ def to_onnx_proto(src, packed: bool, input_size: int | None = None, opset: int =
                 dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False, **extra,
             )
         except Exception as exc:
-            raise UserError(f"ONNX export of the student failed: {type(exc).__name__}: "
+            raise UserError(f"ONNX export of {what} failed: {type(exc).__name__}: "
                             f"{str(exc).strip().splitlines()[0][:200]}") from None
     proto = program.model_proto
     proto.producer_name = "bssl"
-    if packed:
-        ops.register_onnx_schema()
-    onnx.checker.check_model(proto)
     return proto
 
 
@@ -128,18 +134,7 @@ def export_float_classifier(backbone: torch.nn.Module, head: torch.nn.Linear, ou
     import onnx
 
     model = _FloatClassifier(copy.deepcopy(backbone).cpu().float(), copy.deepcopy(head).cpu().float()).eval()
-    x = torch.zeros(2, 3, input_size, input_size)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(model, (x,), None, input_names=[INPUT], output_names=list(OUTPUTS),
-                                        opset_version=OPSET, dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                        external_data=False, verbose=False)
-        except Exception as exc:
-            raise UserError(f"ONNX export of the FP classifier failed: {type(exc).__name__}: "
-                            f"{str(exc).strip().splitlines()[0][:200]}") from None
-    proto = program.model_proto
-    proto.producer_name = "bssl"
+    proto = _export_proto(model, torch.zeros(2, 3, input_size, input_size), OPSET, "the FP classifier")
     onnx.helper.set_model_props(proto, metadata_props(info))
     onnx.checker.check_model(proto)
     out_path = Path(out_path)

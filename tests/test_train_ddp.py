@@ -3,7 +3,6 @@ without gradient accumulation, BSSL and the gathering direct baselines), and an 
 run resumes to the uninterrupted weights."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from bssl.config import apply_overrides, load_preset
 from bssl.distill import METHODS
 from bssl.distill.trainer import distill_forward, stage_modules, stage_stepper
 from bssl.utils import load_checkpoint, save_checkpoint
+from test_teachers_ddp import _free_port
 
 GLOBAL_BATCH = 8
 # BSSL with and without accumulation; the direct baselines that need the global batch (SimCLR's
@@ -100,12 +100,6 @@ def _worker(rank, world, port, views, teacher_path, out_dir, bn_input):
         run_distill(cfg, teacher_path, os.path.join(out_dir, "part"), resume=True, progress=False)
     finally:
         dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _teacher_ckpt(path):
