@@ -14,7 +14,6 @@ in the checkout's build folders. Errors (missing library, bad file, wrong input)
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .errors import UserError
+from .libpaths import candidate_paths as library_candidates
 
 _NAMES = {"linux": "libbssl_runtime.so", "darwin": "libbssl_runtime.dylib", "win32": "bssl_runtime.dll"}
 LIB_NAME = _NAMES.get(sys.platform, "libbssl_runtime.so")
@@ -36,19 +36,7 @@ _lib: Optional[ctypes.CDLL] = None
 
 
 def candidate_paths() -> List[Path]:
-    env = os.environ.get("BSSL_RUNTIME_LIB")
-    if env:
-        return [Path(env)]
-    here = Path(__file__).resolve().parent
-    out = [here / "kernels" / LIB_NAME]
-    out += [Path(e) / "bssl" / "kernels" / LIB_NAME for e in sys.path if e]
-    out += [Path(p) for p in sorted(glob.glob(str(here.parent / "build" / "*" / LIB_NAME)))]
-    seen, uniq = set(), []
-    for p in out:
-        if p not in seen:
-            seen.add(p)
-            uniq.append(p)
-    return uniq
+    return library_candidates(LIB_NAME, "BSSL_RUNTIME_LIB", [Path(__file__).resolve().parent / "kernels" / LIB_NAME])
 
 
 def find_library() -> Optional[Path]:

@@ -9,12 +9,12 @@ site-packages while this file stays in the checkout, so several places are searc
 from __future__ import annotations
 
 import ctypes
-import glob
-import os
 import sys
 import threading
 from pathlib import Path
 from typing import List, Optional
+
+from bssl.libpaths import candidate_paths as library_candidates
 
 ABI_VERSION = 3
 _NAMES = {"linux": "libbssl_kernels.so", "darwin": "libbssl_kernels.dylib", "win32": "bssl_kernels.dll"}
@@ -26,30 +26,15 @@ _lib: Optional[ctypes.CDLL] = None
 
 def candidate_paths() -> List[Path]:
     """Where the library is looked for, in order."""
-    out: List[Path] = []
-    env = os.environ.get("BSSL_KERNELS_LIB")
-    if env:
-        return [Path(env)]
     here = Path(__file__).resolve().parent
-    out.append(here / LIB_NAME)
+    first = [here / LIB_NAME]
     try:  # editable installs map the package onto several directories
         import importlib.resources as ir
 
-        ref = ir.files("bssl.kernels") / LIB_NAME
-        out.append(Path(str(ref)))
+        first.append(Path(str(ir.files("bssl.kernels") / LIB_NAME)))
     except Exception:  # a missing or odd resource reader only removes one candidate
         pass
-    for entry in sys.path:
-        if entry:
-            out.append(Path(entry) / "bssl" / "kernels" / LIB_NAME)
-    # a scikit-build-core build tree inside the checkout
-    out.extend(Path(p) for p in sorted(glob.glob(str(here.parent / "build" / "*" / LIB_NAME))))
-    seen, uniq = set(), []
-    for p in out:
-        if p not in seen:
-            seen.add(p)
-            uniq.append(p)
-    return uniq
+    return library_candidates(LIB_NAME, "BSSL_KERNELS_LIB", first)
 
 
 def find_library() -> Optional[Path]:
