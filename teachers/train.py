@@ -259,8 +259,9 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
             "method": method.name}
 
 
-def _save(path: Path, method, optimizer, stepper, info, cfg, epoch: int, step: int, history, rng, world: int) -> None:
-    state = {
+def teacher_weights(method, info) -> Dict[str, Any]:
+    """What distillation and evaluation read from a teacher checkpoint: backbone, heads and their shapes."""
+    return {
         "method": method.name,
         "arch": info["arch"],
         "small_stem": info["small_stem"],
@@ -268,6 +269,12 @@ def _save(path: Path, method, optimizer, stepper, info, cfg, epoch: int, step: i
         "feature_dim": int(method.feature_dim),
         "backbone": {k: v.detach().cpu() for k, v in method.encoder.state_dict().items()},
         "heads": {name: {k: v.detach().cpu() for k, v in h.state_dict().items()} for name, h in method.heads().items()},
+    }
+
+
+def _save(path: Path, method, optimizer, stepper, info, cfg, epoch: int, step: int, history, rng, world: int) -> None:
+    state = {
+        **teacher_weights(method, info),
         "method_config": info["method_config"],
         "method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
         "extra_state": method.extra_state(),

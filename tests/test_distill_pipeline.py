@@ -9,7 +9,7 @@ import torch
 from bssl.cli import main
 from bssl.config import apply_overrides, load_preset
 from bssl.errors import UserError
-from bssl.utils import save_checkpoint
+from conftest import write_teacher
 
 TINY = ["data.num_train=32", "data.num_test=16", "distill.batch_size=16", "distill.num_pseudo_classes=16",
         "distill.classifier_hidden=32", "distill.epochs_stage1=1", "distill.epochs_stage2=1", "run.device=\"cpu\"",
@@ -23,18 +23,7 @@ def tiny_cfg(*extra):
 @pytest.fixture(scope="module")
 def teacher_ckpt(tmp_path_factory):
     """A real bssl teacher checkpoint (randomly initialised MoCo v2 ResNet-18, small stem, 32 px)."""
-    from bssl.teachers import build_method
-
-    torch.manual_seed(0)
-    cfg = tiny_cfg()
-    method, info = build_method(cfg)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    save_checkpoint(path, "teacher", {
-        "method": method.name, "arch": info["arch"], "small_stem": info["small_stem"], "image_size": info["image_size"],
-        "feature_dim": int(method.feature_dim), "backbone": method.encoder.state_dict(),
-        "heads": {k: h.state_dict() for k, h in method.heads().items()}, "epoch": 1,
-    }, cfg)
-    return path
+    return write_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt", tiny_cfg())
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +56,6 @@ def test_two_stages_write_student_history_and_plots(full_run):
 def test_stage2_starts_from_stage1_student_and_classifier(full_run, teacher_ckpt, tmp_path):
     """Stage 2 alone from --init: its start equals stage 1's end (student and g), weights unchanged."""
     from bssl.distill import run_distill
-    from bssl.distill.trainer import _train_stage  # noqa: F401  (the function under test)
 
     out, _ = full_run
     s1 = torch.load(out / "stage1.pt", weights_only=True)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bssl.errors import UserError
+from conftest import free_port
 from bssl.export import export_model, fold, ops
 from bssl.models import build_model, save_student
 from bssl.nn import BinaryConvBN, RPReLU
@@ -215,18 +216,12 @@ def test_tvm_cross_library_is_arm_elf_with_vector_popcount(tiny, tmp_path, targe
     assert counts and all(v > 0 for v in counts.values()), counts
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_rpc_loopback_runs_library_remotely(x86_lib):
     from bssl.export.rpc import run_remote
     from bssl.export.tvm_export import load_runner
 
     res = x86_lib
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                "--port", str(port), "--port-end", str(port + 1)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -257,7 +252,7 @@ def test_rpc_unreachable_is_a_user_error(tmp_path):
     lib = tmp_path / "model.so"
     lib.write_bytes(b"\x7fELF")
     with pytest.raises(UserError, match="rpc_server"):
-        run_remote(lib, "127.0.0.1", _free_port(), np.zeros((1, 3, 4, 4), np.float32))
+        run_remote(lib, "127.0.0.1", free_port(), np.zeros((1, 3, 4, 4), np.float32))
     with pytest.raises(UserError, match="HOST:PORT"):
         parse_address("nohostport")
 

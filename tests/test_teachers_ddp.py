@@ -1,7 +1,6 @@
 """Data parallel on CPU: 2 gloo processes on loopback must equal one process on the same global batch."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from bssl.teachers import build_method
 from bssl.train import distributed as D
 from bssl.teachers.train import make_optimizer, teacher_settings, train_teacher
 from bssl.utils import load_checkpoint
+from conftest import free_port
 
 METHODS = ("mocov2", "simsiam", "simclr")
 STEPS = 3
@@ -75,19 +75,13 @@ def _worker(rank, world, port, views, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_ddp_equals_single_process(tmp_path):
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(5)
     views = {m: [torch.randn(STEPS, GLOBAL_BATCH, 3, 16, 16, generator=gen, dtype=torch.float64) for _ in range(2)]
              for m in METHODS}
-    mp.spawn(_worker, args=(2, _free_port(), views, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), views, str(tmp_path)), nprocs=2, join=True)
 
     for method in METHODS:
         single = _steps(method, views[method])

@@ -2,7 +2,6 @@
 rank 0, within a time bound instead of a hang (a 2-process run: tests/test_train_torchrun.py)."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import torch
 from bssl.config import apply_overrides, load_preset
 from bssl.errors import UserError
 from bssl.utils import load_checkpoint
+from conftest import free_port
 
 TINY = ["data.num_train=16", "data.num_test=16", "distill.batch_size=8", "distill.num_pseudo_classes=16",
         "distill.classifier_hidden=32", "distill.epochs_stage1=1", "distill.epochs_stage2=1",
@@ -25,19 +25,13 @@ def _args(out, *extra, method="direct-simclr"):
     return ["--preset", "smoke", "--device", "cpu", "--method", method, "--out", str(out), *sets]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(**extra):
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **extra}
 
 
 def _two_ranks(args):
     """`python -m bssl distill ARGS` as ranks 0 and 1 of one job (what torchrun sets up), with a time bound."""
-    port = str(_free_port())
+    port = str(free_port())
     procs = [subprocess.Popen([sys.executable, "-m", "bssl", "distill", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
                               env=_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(r), LOCAL_RANK=str(r),

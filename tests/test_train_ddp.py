@@ -13,8 +13,8 @@ from torch import nn
 from bssl.config import apply_overrides, load_preset
 from bssl.distill import METHODS
 from bssl.distill.trainer import distill_forward, stage_modules, stage_stepper
-from bssl.utils import load_checkpoint, save_checkpoint
-from test_teachers_ddp import _free_port
+from bssl.utils import load_checkpoint
+from conftest import free_port, write_teacher
 
 GLOBAL_BATCH = 8
 # BSSL with and without accumulation; the direct baselines that need the global batch (SimCLR's
@@ -102,28 +102,14 @@ def _worker(rank, world, port, views, teacher_path, out_dir, bn_input):
         dist.destroy_process_group()
 
 
-def _teacher_ckpt(path):
-    from bssl.teachers import build_method
-
-    cfg = _cfg()
-    torch.manual_seed(0)
-    method, info = build_method(cfg)
-    save_checkpoint(path, "teacher", {
-        "method": method.name, "arch": info["arch"], "small_stem": info["small_stem"], "image_size": info["image_size"],
-        "feature_dim": int(method.feature_dim), "backbone": method.encoder.state_dict(),
-        "heads": {k: h.state_dict() for k, h in method.heads().items()}, "epoch": 1,
-    }, cfg)
-    return path
-
-
 @pytest.mark.slow
 def test_two_process_distillation_equals_one_process_and_resumes(tmp_path):
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(5)
     views = [torch.randn(STEPS, GLOBAL_BATCH, 3, 32, 32, generator=gen, dtype=torch.float64) for _ in range(2)]
-    teacher = _teacher_ckpt(tmp_path / "teacher.pt")
+    teacher = write_teacher(tmp_path / "teacher.pt", _cfg())
     bn_input = 50 + torch.randn(8, 3, 4, 4, generator=gen)
-    mp.spawn(_worker, args=(2, _free_port(), views, str(teacher), str(tmp_path), bn_input), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), views, str(teacher), str(tmp_path), bn_input), nprocs=2, join=True)
 
     want = nn.BatchNorm2d(3)(bn_input.bfloat16().float())
     got = torch.cat([torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in (0, 1)])

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from bssl.utils import load_checkpoint
-from test_train_cli import BOUND_S, _args, _env, _free_port
+from conftest import free_port
+from test_train_cli import BOUND_S, _args, _env
 
 
 @pytest.mark.slow
@@ -15,7 +16,7 @@ def test_torchrun_two_process_distillation(tmp_path):
     if torchrun is None:
         pytest.skip("torchrun is not on PATH")
     out = tmp_path / "d"
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "bssl",
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "bssl",
                            "distill", *_args(out, "distill.accumulate=2")], capture_output=True, text=True,
                           env=_env(), timeout=BOUND_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -34,7 +35,7 @@ def test_torchrun_two_process_run_trains_on_both_and_reports_once(tmp_path):
     if torchrun is None:
         pytest.skip("torchrun is not on PATH")
     out = tmp_path / "run"
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "bssl",
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "bssl",
                            "run", "--preset", "smoke", "--out", str(out), "--set", "bench.backends=[\"runtime\"]",
                            "--set", "export.formats=[\"bssl\"]", "--set", "eval.protocols=[\"knn\", \"linear\"]"],
                           capture_output=True, text=True, env=_env(), timeout=1200)
