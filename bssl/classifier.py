@@ -598,6 +598,7 @@ def evaluate_accuracy(model: os.PathLike | str, cfg: Dict[str, Any], out_dir: os
     from .config import validate
     from .eval import EvalContext, eval_splits, format_table
     from .eval.metrics import topk_accuracy
+    from .train import loader_workers
     from .utils import atomic_path, code_version, write_json
 
     cfg = validate(cfg)  # a partial dict from Python gets the declared defaults
@@ -622,7 +623,7 @@ def evaluate_accuracy(model: os.PathLike | str, cfg: Dict[str, Any], out_dir: os
     ds.transform = image_transform(pred.preprocess)
     batch = int(cfg["eval"]["batch_size"] or cfg["data"]["batch_size"])
     scores, others, labels = [], [], []
-    for x, y in DataLoader(ds, batch_size=batch, shuffle=False, num_workers=int(cfg["data"]["workers"] or 0)):
+    for x, y in DataLoader(ds, batch_size=batch, shuffle=False, num_workers=loader_workers(cfg["data"]["workers"], "cpu")):
         arr = x.numpy()
         scores.append(pred.logits(arr))
         if other is not None:

@@ -83,7 +83,9 @@ DATA = {
     "image_size": option(32, help="side of the square network input in pixels", min=8),
     "num_classes": option(10, help="classes of generated data", min=2),
     "batch_size": option(128, help="batch size of feature extraction", min=1),
-    "workers": option(0, help="DataLoader worker processes (0: load in the main process)", min=0),
+    "workers": option("auto", str, help="DataLoader worker processes (0: load in the main process); auto: from the "
+                                        "CPU cores per process and the device (bssl.train.loader_workers)",
+                      choices=("auto",), also=(int,), min=0),
     "train_subset": option(0, help="train on a seeded per-class subset of this many images of an on-disk "
                                    "dataset (0: all of train)", min=0),
     "holdout_fraction": option(0.1, help="share of train held out (seeded, per class) when a folder has no val/ or test/",
@@ -405,9 +407,12 @@ def coerce(value: Any, key: Key) -> Any:
     if key.also:
         for kind in key.also:
             try:
-                return _coerce_scalar(value, kind)
+                v = _coerce_scalar(value, kind)
             except ValueError:
-                pass
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                _check_range(v, key)
+            return v
     if key.type is list:
         if not isinstance(value, list):
             raise ValueError(f"must be a list of {key.item.__name__ if key.item else 'values'}")

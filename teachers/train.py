@@ -27,7 +27,7 @@ from bssl.utils import JsonlLogger, load_checkpoint, pick_device, save_checkpoin
 
 from bssl.train import distributed as D
 from bssl.train import (Stepper, all_rng_states, batch_plan, build_optimizer, check_precision, check_world,
-                        config_mismatch, make_loader, restarted_lr_factor, restore_rank_rng)
+                        config_mismatch, loader_workers, make_loader, restarted_lr_factor, restore_rank_rng)
 from bssl.train.state import changed_keys
 from bssl.train import steps as train_steps
 
@@ -157,7 +157,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     total_steps = epochs * steps_per_epoch
     warmup = int(float(t["warmup_epochs"]) * steps_per_epoch)
     schedule_starts = method.schedule_starts(epochs)
-    workers = int(cfg["data"]["workers"])
+    workers = loader_workers(cfg["data"]["workers"], device)
     plain = eval_transform(info["image_size"])
     eval_bs = max(global_batch, 256)
     stepper = Stepper(optimizer, list(method.parameters()), device=device, precision=precision,

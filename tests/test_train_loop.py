@@ -12,7 +12,7 @@ from bssl.config import apply_overrides, load_preset
 from bssl.errors import UserError
 from bssl.train import (Stepper, batch_plan, build_optimizer, check_precision, config_mismatch, lr_factor,
                         rng_state, set_rng_state, steps)
-from bssl.train.loop import make_loader
+from bssl.train.loop import loader_workers, make_loader
 
 CPU = torch.device("cpu")
 
@@ -235,3 +235,29 @@ def test_checkpoints_written_before_bssl_train_resume(tmp_path):
     _as_old_checkpoint(tmp_path / "d" / "stage1" / "last.pt", "distill", "rng")
     res = run_distill(dcfg, None, tmp_path / "d", resume=True, progress=False)
     assert [(h["stage"], h["epoch"]) for h in res["history"]] == [(1, 1), (1, 2), (2, 1)]
+
+
+@pytest.mark.parametrize("cores, local, device, expected", [
+    (2, 1, "cpu", 0),     # a CPU step uses the 2 cores itself
+    (32, 1, "cpu", 8),    # a quarter of many cores, at most 8
+    (32, 2, "cpu", 4),
+    (12, 1, "cuda", 11),  # a GPU process keeps one core and gives the rest to the loader
+    (96, 8, "cuda", 11),
+    (64, 1, "cuda", 16),
+    (1, 1, "cuda", 0),
+])
+def test_auto_workers_follow_cores_per_process_and_device(monkeypatch, cores, local, device, expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    assert loader_workers("auto", device) == expected
+    assert loader_workers(3, device) == 3
+
+
+@pytest.mark.parametrize("value, ok", [("auto", True), (0, True), (4, True), (-1, False), ("many", False)])
+def test_data_workers_is_auto_or_a_count(value, ok):
+    setting = f'data.workers="{value}"' if isinstance(value, str) else f"data.workers={value}"
+    if ok:
+        assert apply_overrides(load_preset("cpu"), [setting])["data"]["workers"] == value
+    else:
+        with pytest.raises(UserError, match="data.workers"):
+            apply_overrides(load_preset("cpu"), [setting])

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..train import (Stepper, all_rng_states, batch_plan, check_precision, check_world, config_mismatch, lr_factor,
-                     make_loader, restore_rank_rng)
+                     loader_workers, make_loader, restore_rank_rng)
 from ..train import distributed as D
 from ..train import steps as train_steps
 from ..train.optim import build_optimizer, trainable_params
@@ -382,7 +382,7 @@ def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, t
         # identical initialisation above; from here each rank augments its shard with its own streams
         seed_everything(seed * 1000 + 1000 * s + 17 + D.rank())
 
-    workers = int(cfg["data"]["workers"])
+    workers = loader_workers(cfg["data"]["workers"], device)
     for epoch in range(start_epoch, epochs):
         loader = make_loader(dataset, bplan, seed * 100003 + 1000 * s, epoch, workers=workers,
                              pin_memory=device.type == "cuda")

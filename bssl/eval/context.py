@@ -136,7 +136,13 @@ class EvalContext:
         return cached_features(
             self.extractor, ds, ident, self.cache_dir if self.ecfg["cache"] else None,
             batch_size=int(self.ecfg.get("batch_size") or self.data_cfg.get("batch_size") or 128),  # None: [data]'s
-            workers=int(self.data_cfg.get("workers") or 0), crop_pct=self.ecfg.get("crop_pct"))
+            workers=self._workers(), crop_pct=self.ecfg.get("crop_pct"))
+
+    def _workers(self) -> int:
+        from ..train import loader_workers
+
+        device = getattr(self.extractor, "device", "cpu")  # ONNX and runtime extractors run on the CPU
+        return loader_workers(self.data_cfg.get("workers", "auto"), device)
 
     def features(self, name: str, split: str, root: Optional[str], prefix: str = "",
                  limit: Optional[int] = None) -> Features:

@@ -5,6 +5,7 @@ and distillation) drive it; their methods only compute a loss."""
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -64,6 +65,25 @@ def autocast(device: torch.device, precision: str):
 def make_scaler(device: torch.device, precision: str) -> Optional[torch.amp.GradScaler]:
     """fp16 needs loss scaling (its 5-bit exponent underflows small gradients); bf16 does not."""
     return torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+
+def loader_workers(setting: Any, device: "torch.device | str") -> int:
+    """`data.workers` as a number: itself, or for "auto" the cores this process can spare.
+
+    A GPU step leaves the CPU free, so decoding and augmentation take every core of this process
+    but one (at most 16); a CPU step uses the cores itself, so workers only pay off where there are
+    many (a quarter of them, at most 8) and a 2- or 4-core machine loads in the training process."""
+    if setting != "auto":
+        return int(setting)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    per_process = max(cores // local, 1)
+    if torch.device(device).type == "cuda":
+        return min(per_process - 1, 16)
+    return 0 if per_process <= 4 else min(per_process // 4, 8)
 
 
 def make_loader(dataset: Dataset, plan: BatchPlan, seed: int, epoch: int, *, workers: int = 0,
