@@ -1,13 +1,19 @@
 """Training throughput: images/s per process of teacher pretraining and BSSL stage 1 / stage 2.
 
-    python benchmarks/bench_train.py [--preset cpu] [--steps 4] [--procs 1 2] [--precision fp32 bf16]
-                                     [--source synthetic loader] [--parts teacher stage1 stage2] [--out DIR]
+    python benchmarks/bench_train.py [--preset cpu] [--set SECTION.KEY=VALUE ...] [--batch N]
+                                     [--steps 4] [--procs 1 2] [--precision fp32 bf16]
+                                     [--source synthetic loader] [--parts teacher stage1 stage2]
+                                     [--methods simclr mocov2 ...] [--out DIR]
 
 Each row runs the trainers' own step (bssl.train.Stepper on the modules teachers/train.py and
 bssl/distill/trainer.py build, DDP + synchronised BN on 2 gloo processes) at the preset's sizes
 (global batch, image size, student width), after one warm-up step. `synthetic` feeds batches
 generated once in memory (the compute alone); `loader` draws them from the preset's dataset through
 its augmentations and make_loader, as training does. With P processes each runs cores/P threads.
+`--methods` times the teacher part once per pretraining method (default: the preset's). `--batch`
+replaces both global batch sizes (a 224 px ResNet-50 step at the paper's 256 per GPU does not fit a
+CPU's time budget). The last column extrapolates one ImageNet-1k epoch (1,281,167 images) from the
+total images/s; below the table, the paper's 200 + 200 BSSL epochs from each setting's stage rows.
 Writes bench_train.json and bench_train.md into --out and prints the table.
 """
 
@@ -16,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import sys
 import time
@@ -28,6 +33,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 PARTS = ("teacher", "stage1", "stage2")
+IMAGENET_TRAIN_IMAGES = 1_281_167
+PAPER_STAGE_EPOCHS = 200  # BSSL trains each of its two stages 200 epochs on ImageNet-1k
 
 
 def _setup(part: str, cfg: Dict[str, Any], device: torch.device, precision: str):
@@ -45,6 +52,7 @@ def _setup(part: str, cfg: Dict[str, Any], device: torch.device, precision: str)
     if part == "teacher":
         t = teacher_settings(cfg)
         method, info = build_method(cfg)
+        method.prepare_epoch(0, int(t["epochs"]), {"plain_loader": None, "num_train": 0, "device": device})  # FUSSL: phase 1
         if D.is_distributed():
             method = D.convert_sync_batchnorm(method, device)
         method.to(device).train()
@@ -74,7 +82,7 @@ def _setup(part: str, cfg: Dict[str, Any], device: torch.device, precision: str)
 
 def _batches(source: str, views_spec, plan, cfg, steps: int):
     from bssl.data import dataset_from_config
-    from bssl.train import make_loader
+    from bssl.train import loader_workers, make_loader
     from bssl.train import steps as train_steps
 
     size = int(cfg["data"]["image_size"])
@@ -94,7 +102,7 @@ def _batches(source: str, views_spec, plan, cfg, steps: int):
 
     epoch = 0
     while True:
-        for group in train_steps(make_loader(ds, plan, 0, epoch, workers=int(cfg["data"]["workers"])), plan.accumulate):
+        for group in train_steps(make_loader(ds, plan, 0, epoch, workers=loader_workers(cfg["data"]["workers"], torch.device("cpu"))), plan.accumulate):
             yield [with_index(b) for b in group]
             steps -= 1
             if steps <= 0:
@@ -102,9 +110,11 @@ def _batches(source: str, views_spec, plan, cfg, steps: int):
         epoch += 1
 
 
-def _measure(part, precision, source, steps, cfg) -> Dict[str, float]:
+def _measure(part, precision, source, steps, cfg, method=None) -> Dict[str, float]:
     device = torch.device("cpu")
     torch.manual_seed(0)
+    if method is not None:
+        cfg = {**cfg, "teacher": {**cfg["teacher"], "method": method}}
     model, stepper, forward, views_spec, plan = _setup(part, cfg, device, precision)
     it = _batches(source, views_spec, plan, cfg, steps + 1)
     stepper.step(model, 0, next(it), forward)  # warm-up: allocator, oneDNN primitives
@@ -128,7 +138,7 @@ def _worker(rank, world, port, jobs, cfg, threads, out):
         rows = []
         for job in jobs:
             try:
-                rows.append({**job, **_measure(job["part"], job["precision"], job["source"], job["steps"], cfg)})
+                rows.append({**job, **_measure(job["part"], job["precision"], job["source"], job["steps"], cfg, job.get("method"))})
             except FloatingPointError as exc:  # raised on every rank together (Stepper reduces the check)
                 rows.append({**job, "images_per_s": None, "seconds_per_step": None, "micro_batch": None,
                              "error": str(exc)})
@@ -137,6 +147,29 @@ def _worker(rank, world, port, jobs, cfg, threads, out):
     finally:
         if world > 1:
             dist.destroy_process_group()
+
+
+def _label(row: Dict[str, Any]) -> str:
+    return f"teacher {row['method']}" if row.get("method") else row["part"]
+
+
+def _paper_schedule(rows: List[Dict[str, Any]]) -> List[str]:
+    """Days for the paper's 200 + 200 ImageNet-1k epochs of BSSL, per setting that timed both stages."""
+    out = []
+    seen = set()
+    for r in rows:
+        key = (r["precision"], r["source"], r["procs"])
+        if key in seen:
+            continue
+        seen.add(key)
+        speed = {q["part"]: q["images_per_s"] * q["procs"] for q in rows
+                 if (q["precision"], q["source"], q["procs"]) == key and q["part"] in ("stage1", "stage2")
+                 and q.get("images_per_s")}
+        if len(speed) == 2:
+            hours = sum(PAPER_STAGE_EPOCHS * IMAGENET_TRAIN_IMAGES / v / 3600 for v in speed.values())
+            out.append(f"- BSSL 200 + 200 epochs on ImageNet-1k at {r['precision']}, {r['source']} batches, "
+                       f"{r['procs']} process(es): {hours:,.0f} h ({hours / 24:,.0f} days) on this machine")
+    return out
 
 
 def _free_port() -> int:
@@ -148,6 +181,9 @@ def _free_port() -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cpu")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--batch", type=int, default=0, help="global batch of teacher and distillation (0: the preset's)")
+    p.add_argument("--methods", nargs="+", default=None, help="teacher methods to time (default: the preset's)")
     p.add_argument("--steps", type=int, default=4, help="timed optimiser steps per row (after 1 warm-up step)")
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
@@ -158,12 +194,18 @@ def main(argv=None) -> int:
 
     from bssl.config import apply_overrides, load_preset
 
-    cfg = apply_overrides(load_preset(args.preset), ['run.device="cpu"'])
+    overrides = [*args.overrides, 'run.device="cpu"']
+    if args.batch:
+        overrides += [f"teacher.batch_size={args.batch}", f"distill.batch_size={args.batch}"]
+    cfg = apply_overrides(load_preset(args.preset), overrides)
     cores = os.cpu_count() or 1
     args.out.mkdir(parents=True, exist_ok=True)
     rows: List[Dict[str, Any]] = []
-    jobs = [{"part": part, "precision": prec, "source": src, "steps": args.steps}
-            for part in args.parts for prec in args.precision for src in args.source]
+    methods = args.methods or [cfg["teacher"]["method"]]
+    jobs = [{"part": part, "precision": prec, "source": src, "steps": args.steps,
+             **({"method": m} if part == "teacher" else {})}
+            for part in args.parts for m in (methods if part == "teacher" else [None])
+            for prec in args.precision for src in args.source]
     for procs in args.procs:
         threads = max(cores // procs, 1)
         tmp = args.out / f".rows{procs}.json"
@@ -174,21 +216,33 @@ def main(argv=None) -> int:
         for row in json.loads(tmp.read_text()):
             rows.append({**row, "procs": procs, "threads": threads})
             speed = "stopped: " + row["error"] if row.get("error") else f"{row['images_per_s']:7.1f} images/s per process"
-            print(f"{row['part']:8s} {row['precision']:5s} {row['source']:9s} procs {procs}: {speed}", flush=True)
+            print(f"{_label(row):16s} {row['precision']:5s} {row['source']:9s} procs {procs}: {speed}", flush=True)
         tmp.unlink()
-    machine = (f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, "
+    from bssl.bench.machine import describe_machine
+
+    m = describe_machine()
+    bf16 = ", ".join(f for f in m["simd_flags"] if "bf16" in f)
+    machine = (f"{m['cpu']}, {cores} logical CPUs (bf16 units: {bf16 or 'none'}), torch {torch.__version__}, "
                f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    lines = [f"Machine: {machine}; load average {load:.1f} at the end. Preset {args.preset}: global batch "
-             f"{cfg['teacher']['batch_size']} (teacher) / {cfg['distill']['batch_size']} (distill), "
-             f"{cfg['data']['image_size']} px, student width {cfg['distill']['width']}; {args.steps} timed steps.", "",
-             "| part | precision | batches | processes x threads | micro-batch | images/s per process | s/step |",
-             "|---|---|---|---|---|---|---|"]
+    t, d = cfg["teacher"], cfg["distill"]
+    lines = [f"Machine: {machine}; load average {load:.1f} at the end. Preset {args.preset}"
+             f"{' with ' + ', '.join(args.overrides) if args.overrides else ''}: global batch "
+             f"{t['batch_size']} (teacher) / {d['batch_size']} (distill), {cfg['data']['image_size']} px, "
+             f"teacher {t['arch']}, student {d['student']} width {d['width']}; {args.steps} timed steps.", "",
+             "| part | precision | batches | processes x threads | micro-batch | images/s per process | s/step "
+             "| total images/s | h per ImageNet-1k epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        speed = (f"{r['images_per_s']:.1f} | {r['seconds_per_step']:.2f}" if r.get("images_per_s") is not None
-                 else f"{r['error']} | -")
-        lines.append(f"| {r['part']} | {r['precision']} | {r['source']} | {r['procs']} x {r['threads']} | "
+        if r.get("images_per_s") is None:
+            speed = f"{r['error']} | - | - | -"
+        else:
+            total = r["images_per_s"] * r["procs"]
+            speed = (f"{r['images_per_s']:.1f} | {r['seconds_per_step']:.2f} | {total:.1f} | "
+                     f"{IMAGENET_TRAIN_IMAGES / total / 3600:.1f}")
+        lines.append(f"| {_label(r)} | {r['precision']} | {r['source']} | {r['procs']} x {r['threads']} | "
                      f"{r['micro_batch'] or '-'} | {speed} |")
+    lines += ["", *_paper_schedule(rows)]
     (args.out / "bench_train.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     (args.out / "bench_train.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

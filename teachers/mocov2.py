@@ -73,7 +73,7 @@ class MoCoV2(TeacherMethod):
         size = self.queue.shape[0]
         keys = keys[-size:]
         idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
-        self.queue[idx] = keys
+        self.queue[idx] = keys.to(self.queue.dtype)  # keys come in bf16/fp16 under autocast; the queue stays fp32
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def after_step(self, step: int, total_steps: int) -> None:

@@ -108,6 +108,59 @@ def test_bf16_autocast_runs_the_distillation_step_on_cpu():
     assert any(not torch.equal(v, student.state_dict()[k]) for k, v in before.items() if v.is_floating_point())
 
 
+@pytest.mark.parametrize("name", ["bssl", "direct-byol", "direct-mocov2", "direct-simclr", "s2bnn", "supervised-kl"])
+def test_every_distillation_method_steps_under_bf16_on_cpu(name, tmp_path):
+    """Buffers written inside the step (MoCo's queue) must accept the half-precision outputs of autocast."""
+    from bssl.distill import METHODS
+    from bssl.distill.trainer import distill_forward, load_frozen_teacher, stage_modules, stage_stepper
+    from conftest import write_teacher
+
+    assert sorted(METHODS.names()) == sorted(["bssl", "direct-byol", "direct-mocov2", "direct-simclr", "s2bnn",
+                                              "supervised-kl"])
+    cfg = apply_overrides(load_preset("smoke"), ["distill.num_pseudo_classes=16", "distill.classifier_hidden=32",
+                                                 "distill.precision=\"bf16\"", "teacher.queue_size=32",
+                                                 "teacher.proj_hidden=16", "teacher.proj_dim=8"])
+    teacher, info = load_frozen_teacher(write_teacher(tmp_path / "teacher.pt", cfg), cfg)  # s2bnn reads its projector
+    torch.manual_seed(0)
+    student, method, model = stage_modules(cfg, cfg["distill"], 1, METHODS.get(name), info, 10, CPU)  # 10 labels
+    stepper = stage_stepper(student, method, cfg["distill"], CPU, 4, 0, precision="bf16")
+    views = [torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)]
+    labels = torch.randint(0, 10, (8,))
+    for step in range(2):  # the second step reads what the first wrote
+        rec = stepper.step(model, step, [(views, labels)], distill_forward(teacher, CPU, step, 4))
+        assert np.isfinite(rec["loss"])
+
+
+@pytest.mark.parametrize("name", ["mocov2", "byol", "simsiam", "simsiam-kaug", "ensiam", "fussl", "simclr"])
+def test_every_teacher_method_steps_under_bf16_on_cpu(name):
+    from bssl.teachers import METHODS, build_method
+    from bssl.teachers.train import make_optimizer, teacher_settings
+
+    assert sorted(METHODS.names()) == sorted(["mocov2", "byol", "simsiam", "simsiam-kaug", "ensiam", "fussl", "simclr"])
+    cfg = load_preset("smoke")
+    cfg["teacher"].update(method=name, proj_hidden=16, proj_dim=8, queue_size=32, small_stem=False)
+    torch.manual_seed(0)
+    method, info = build_method(cfg)
+    method.prepare_epoch(0, 2, {"plain_loader": None, "num_train": 8, "device": CPU})  # FUSSL: phase 1
+    method.train()
+    stepper = Stepper(make_optimizer(method, teacher_settings(cfg)), list(method.parameters()), device=CPU,
+                      precision="bf16", base_lr=0.01, lr_factor=lambda i: 1.0)
+    transform = method.views(info["image_size"])  # each method's own number and sizes of views
+    images = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+              for i in range(8)]  # as the datasets give them
+    per_image = [transform(im) for im in images]
+    views = [torch.stack([v[k] for v in per_image]) for k in range(len(per_image[0]))]
+
+    def forward(m, batch):
+        loss, logs = m(*batch)
+        return {"loss": loss, **logs}
+
+    for step in range(2):  # the second step reads what the first wrote (queues, EMA targets)
+        rec = stepper.step(method, step, [(views, torch.arange(8))], forward)
+        method.after_step(step + 1, 4)
+        assert np.isfinite(rec["loss"])
+
+
 def test_optimizer_factory_groups():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
     distill = build_optimizer([model], {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.1}, section="distill")

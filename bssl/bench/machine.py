@@ -6,9 +6,11 @@ import os
 import platform
 from typing import Any, Dict
 
-# flags that decide which kernel paths exist (DESIGN.md §6)
+# flags that decide which kernel paths exist (DESIGN.md §6), and the bf16 units that decide whether
+# bf16 autocast training can be faster than fp32 (oneDNN uses AMX / AVX512-BF16 when present)
 RELEVANT_FLAGS = ("sse4_2", "popcnt", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                  "avx512_vpopcntdq", "avx512_bitalg", "avx_vnni", "neon", "asimd", "asimddp", "sve")
+                  "avx512_vpopcntdq", "avx512_bitalg", "avx_vnni", "avx512_bf16", "amx_bf16", "neon", "asimd",
+                  "asimddp", "sve")
 
 
 def _cpuinfo() -> Dict[str, str]:
