@@ -225,8 +225,9 @@ def markdown(summary: Dict[str, Any], claims: List[Dict[str, Any]], meta: Dict[s
              "(n in the last column).  ",
              f"Teacher: {meta['teacher']}; student: {meta['student']}. One shared configuration for every row: the "
              f"preset's, with only the row's own switch changed.  ",
-             f"Time so far: {meta['seconds'] / 60:.0f} min in this invocation; each row's mean distil + eval time is "
-             "in the last column.", ""]
+             ("Tables written from the results on disk (--report-only); " if meta.get("report_only") else
+              f"Time so far: {meta['seconds'] / 60:.0f} min in this invocation; ")
+             + "each row's mean distil + eval time is in the last column.", ""]
     head = "| row | " + " | ".join(PROTOCOL_NAMES[p] for p in PROTOCOLS) + " | seeds | min / run |"
     for table, title in TABLES.items():
         lines += [f"## {title}", "", head, "|---" * (len(PROTOCOLS) + 3) + "|"]
@@ -237,6 +238,17 @@ def markdown(summary: Dict[str, Any], claims: List[Dict[str, Any]], meta: Dict[s
                 lines.append(f"| {label} | " + " | ".join(_fmt(r.get(p)) for p in PROTOCOLS)
                              + f" | {len(r.get('seeds', [])) or 1} | {'–' if mins is None else f'{mins:.1f}'} |")
         lines.append("")
+    missing = [f"`{row}` ({ROWS[row][3]})" for row in ROWS if row not in summary]
+    short = [f"`{row}` ({len(summary[row]['seeds'])} of {len(meta['seeds'])})" for row in ROWS
+             if row in summary and len(summary[row]["seeds"]) < len(meta["seeds"])]
+    if missing or short:
+        lines += ["## Not measured yet", ""]
+        if missing:
+            lines.append(f"- rows without a finished run: {', '.join(missing)}")
+        if short:
+            lines.append(f"- rows with fewer seeds than {meta['seeds']}: {', '.join(short)}")
+        lines += ["- rerunning the command above with these rows continues from the finished (row, seed) results "
+                  "kept under its --out folder", ""]
     lines += ["## The paper's orderings at this scale", "",
               "Margin = difference of the means (percentage points); noise = sqrt(std₁² + std₂²) over seeds. "
               "Reproduced means the margin exceeds the noise.", "",
@@ -337,6 +349,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="run.device for all runs (auto, cpu, cuda)")
     ap.add_argument("--teacher-workers", type=int, default=None, help="data loader workers for the teacher's training")
     ap.add_argument("--machine", default=None, help="how the machine was used (parallel runs, load), for the report")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: write the tables from the (row, seed) results already under --out")
     ap.add_argument("--doc", type=Path, default=None,
                     help="also write the tables here (e.g. docs/results-real.md), plots into a folder beside it")
     args = ap.parse_args(argv)
@@ -351,7 +365,9 @@ def main(argv=None) -> int:
     t0 = time.time()
 
     teacher = args.teacher
-    if teacher is None:
+    if teacher is None and args.report_only:
+        teacher = out / "teacher" / "teacher.pt"
+    elif teacher is None:
         from bssl.teachers import train_teacher
 
         tdir = out / "teacher"
@@ -360,7 +376,10 @@ def main(argv=None) -> int:
         teacher = Path(res["checkpoint"])
         print(f"teacher: {teacher} (kNN {res.get('knn_acc')})", flush=True)
     d = cfg["distill"]
-    meta = {"preset": args.preset, "seeds": args.seeds, "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
+    argv_shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]  # the training command
+    meta = {"preset": args.preset, "seeds": args.seeds,
+            "command": "python " + " ".join(["benchmarks/ablation_bssl.py", *argv_shown]),
+            "report_only": args.report_only,
             "machine": _machine_text(args.machine), "data": one_line(cfg),
             "linear_dataset": cfg["data"].get("dataset"), "svm_dataset": _svm_text(cfg),
             "teacher": f"{cfg['teacher'].get('method')} {cfg['teacher'].get('arch')}, {cfg['teacher'].get('epochs')} epochs",
@@ -397,6 +416,14 @@ def main(argv=None) -> int:
     tasks = [(row, s) for s in args.seeds for row in args.rows]
     results: List[Dict[str, Any]] = []
     teacher_scores: Dict[str, float] = {}
+    if args.report_only:
+        found = [out / row / f"seed{s}" / "result.json" for row, s in tasks]
+        found += [out / "random-student" / f"seed{s}" / "result.json" for s in args.seeds]
+        results = [json.loads(f.read_text()) for f in found if f.exists()]
+        if (out / "teacher_eval.json").exists():
+            teacher_scores = json.loads((out / "teacher_eval.json").read_text())
+        print(write_report(results, teacher_scores))
+        return 0
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
