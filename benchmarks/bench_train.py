@@ -1,7 +1,7 @@
 """Training throughput: images/s per process of teacher pretraining and BSSL stage 1 / stage 2.
 
     python benchmarks/bench_train.py [--preset cpu] [--set SECTION.KEY=VALUE ...] [--batch N]
-                                     [--steps 4] [--procs 1 2] [--precision fp32 bf16]
+                                     [--steps 4] [--procs 1 2] [--threads T] [--precision fp32 bf16]
                                      [--source synthetic loader] [--parts teacher stage1 stage2]
                                      [--methods simclr mocov2 ...] [--out DIR]
 
@@ -9,7 +9,8 @@ Each row runs the trainers' own step (bssl.train.Stepper on the modules teachers
 bssl/distill/trainer.py build, DDP + synchronised BN on 2 gloo processes) at the preset's sizes
 (global batch, image size, student width), after one warm-up step. `synthetic` feeds batches
 generated once in memory (the compute alone); `loader` draws them from the preset's dataset through
-its augmentations and make_loader, as training does. With P processes each runs cores/P threads.
+its augmentations and make_loader, as training does. With P processes each runs cores/P threads
+(`--threads 1`: one thread each, the setting of the 1-vs-2-process scaling target).
 `--methods` times the teacher part once per pretraining method (default: the preset's). `--batch`
 replaces both global batch sizes (a 224 px ResNet-50 step at the paper's 256 per GPU does not fit a
 CPU's time budget). The last column extrapolates one ImageNet-1k epoch (1,281,167 images) from the
@@ -52,7 +53,8 @@ def _setup(part: str, cfg: Dict[str, Any], device: torch.device, precision: str)
     if part == "teacher":
         t = teacher_settings(cfg)
         method, info = build_method(cfg)
-        method.prepare_epoch(0, int(t["epochs"]), {"plain_loader": None, "num_train": 0, "device": device})  # FUSSL: phase 1
+        # FUSSL's first phase (the others have one)
+        method.prepare_epoch(0, int(t["epochs"]), {"plain_loader": None, "num_train": 0, "device": device})
         if D.is_distributed():
             method = D.convert_sync_batchnorm(method, device)
         method.to(device).train()
@@ -102,7 +104,8 @@ def _batches(source: str, views_spec, plan, cfg, steps: int):
 
     epoch = 0
     while True:
-        for group in train_steps(make_loader(ds, plan, 0, epoch, workers=loader_workers(cfg["data"]["workers"], torch.device("cpu"))), plan.accumulate):
+        loader = make_loader(ds, plan, 0, epoch, workers=loader_workers(cfg["data"]["workers"], "cpu"))
+        for group in train_steps(loader, plan.accumulate):
             yield [with_index(b) for b in group]
             steps -= 1
             if steps <= 0:
@@ -186,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=None, help="teacher methods to time (default: the preset's)")
     p.add_argument("--steps", type=int, default=4, help="timed optimiser steps per row (after 1 warm-up step)")
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per process (0: cores / processes); 1 pins every process to one thread")
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     p.add_argument("--source", nargs="+", default=["synthetic", "loader"], choices=("synthetic", "loader"))
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
@@ -207,7 +212,7 @@ def main(argv=None) -> int:
             for part in args.parts for m in (methods if part == "teacher" else [None])
             for prec in args.precision for src in args.source]
     for procs in args.procs:
-        threads = max(cores // procs, 1)
+        threads = args.threads or max(cores // procs, 1)
         tmp = args.out / f".rows{procs}.json"
         if procs == 1:
             _worker(0, 1, 0, jobs, cfg, threads, str(tmp))
