@@ -137,6 +137,11 @@ DISTILL = {
                      min=1, max=2),
     "epochs_stage1": option(1, min=1),
     "epochs_stage2": option(1, min=1),
+    "sync_bn": option("auto", str, help="BatchNorm statistics over the global batch under DDP: true (every BN), "
+                                       "false (none) or auto: the heads (g, projectors) always, the student too "
+                                       "for the direct SSL baselines, whose losses compare samples (BURN "
+                                       "synchronises its heads, not the ReActNet backbone)",
+                      choices=("auto",), also=(bool,)),
     "batch_size": option(128, help="global batch size: split over torchrun processes and accumulation steps", min=1),
     "accumulate": option(1, help="gradient accumulation steps per optimiser step (per-process batch = "
                                  "batch_size / processes / accumulate)", min=1),

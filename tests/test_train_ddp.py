@@ -28,7 +28,9 @@ TINY = ["data.num_train=16", "data.num_test=16", "distill.batch_size=8", "distil
         "teacher.proj_hidden=32", "teacher.proj_dim=16"]
 # BSSL's defaults keep their batch statistics (the centring mean of h, the infomax marginal of g): both are
 # taken over the global batch across processes, so a shard's gradient averaged over ranks is the global one
-PER_SAMPLE = ["distill.optimizer=\"sgd\"", "distill.lr=0.05", "distill.grad_clip=1.0"]
+# sync_bn = true: the student's BN over the global batch too, so 2 processes are 1 (auto keeps its statistics
+# per process, as BURN does, which the test of auto below checks)
+PER_SAMPLE = ["distill.optimizer=\"sgd\"", "distill.lr=0.05", "distill.grad_clip=1.0", "distill.sync_bn=true"]
 
 
 def _cfg(*extra):
@@ -85,6 +87,17 @@ def _worker(rank, world, port, views, teacher_path, out_dir, bn_input):
             state = _steps(views, acc, rank, world, method)
             if rank == 0:
                 torch.save(state, os.path.join(out_dir, f"steps_{method}_acc{acc}.pt"))
+        # distill.sync_bn = auto: BSSL synchronises its heads only, a direct baseline its student too
+        kinds = {}
+        for name in ("bssl", "direct-simclr"):
+            cfg = _cfg()
+            tinfo = {"ssl_config": dict(cfg["teacher"])} if name.startswith("direct-") else {"feature_dim": FEAT}
+            student, method, _ = stage_modules(cfg, cfg["distill"], 1, METHODS.get(name), tinfo, 0, CPU)
+            kinds[name] = {part: sorted({type(m).__name__ for m in mod.modules()
+                                         if isinstance(m, nn.modules.batchnorm._BatchNorm)})
+                           for part, mod in (("student", student), ("method", method))}
+        if rank == 0:
+            torch.save(kinds, os.path.join(out_dir, "bn_kinds.pt"))
         # synchronised BN under bf16 autocast takes its statistics in fp32 (in bf16 E[x^2] - E[x]^2 of
         # activations far from 0 is noise, and negative)
         from bssl.train.distributed import SyncBatchNorm
@@ -114,6 +127,10 @@ def test_two_process_distillation_equals_one_process_and_resumes(tmp_path):
     want = nn.BatchNorm2d(3)(bn_input.bfloat16().float())
     got = torch.cat([torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in (0, 1)])
     assert torch.allclose(got, want, atol=2e-2), (got - want).abs().max()
+
+    kinds = torch.load(tmp_path / "bn_kinds.pt")
+    assert kinds["bssl"] == {"student": ["BatchNorm2d"], "method": ["SyncBatchNorm"]}, kinds
+    assert kinds["direct-simclr"]["student"] == ["SyncBatchNorm"], kinds
 
     singles = {}
     for method, acc in RUNS:

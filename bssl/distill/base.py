@@ -24,6 +24,9 @@ class DistillMethod(nn.Module):
     needs_teacher: bool = True
     #: whether the method needs class labels (supervised KL)
     needs_labels: bool = False
+    #: whether the loss compares samples across the batch (contrastive negatives, BYOL's BN-dependent
+    #: targets), so that the student's BN needs global statistics under DDP (distill.sync_bn = auto)
+    needs_global_bn: bool = False
     #: number of augmented views per image the method consumes
     num_views: int = 2
     #: augmentation pipeline of bssl.data.augment (BURN uses BYOL's asymmetric views)

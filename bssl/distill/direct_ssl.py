@@ -30,6 +30,7 @@ class StudentTrunk(nn.Module):
 
 class _DirectSSL(DistillMethod):
     needs_teacher = False
+    needs_global_bn = True  # SimCLR's and MoCo's negatives, BYOL's BN-dependent targets (as the teachers train)
     ssl_name = ""
     # unset: the [teacher] section's value (the run's tuned SSL setting), then the method's default
     OPTIONS = {

@@ -134,9 +134,9 @@ class Joint(nn.Module):
 
     def forward(self, teacher: Optional[nn.Module], views: List[torch.Tensor], labels, step: int, total: int):
         # BSSL's KL and L_FS are means of per-sample terms, so DDP's average of the shards' means is
-        # the global mean and nothing is gathered (fs_center's mean of h and the infomax marginal of
-        # g are per-shard batch statistics). The direct baselines that need the global batch
-        # (MoCo v2's queue, SimCLR's negatives) gather inside bssl.teachers' methods.
+        # the global mean and nothing is gathered; its two batch statistics (fs_center's mean of h, the
+        # infomax marginal of g) are all-reduced inside the loss. The direct baselines that need the
+        # global batch (MoCo v2's queue, SimCLR's negatives) gather inside bssl.teachers' methods.
         return self.method.loss(self.student, teacher, views, labels, step, total)
 
 
@@ -160,7 +160,14 @@ def stage_modules(cfg: Dict[str, Any], dcfg: Dict[str, Any], s: int, method_cls,
                                 f"({str(exc).splitlines()[0][:160]})") from None
     joint = Joint(student, method)
     if D.is_distributed():
-        joint = D.convert_sync_batchnorm(joint, device)  # replaces BN children in place: student/method see it
+        # converting replaces BN children in place, so student and method see the synchronised layers
+        sync_bn = dcfg.get("sync_bn", "auto")
+        if sync_bn is True or (sync_bn == "auto" and method_cls.needs_global_bn):
+            joint = D.convert_sync_batchnorm(joint, device)
+        elif sync_bn == "auto":
+            # BURN's setting: global statistics in the heads (g, projector), per-process ones in the
+            # student backbone, whose ~30 BN layers would each add a collective per view and pass
+            D.convert_sync_batchnorm(method, device)
     joint.to(device)
     model: nn.Module = joint
     if D.is_distributed():
