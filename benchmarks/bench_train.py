@@ -89,13 +89,15 @@ def _batches(source: str, views_spec, plan, cfg, steps: int):
 
     size = int(cfg["data"]["image_size"])
     n = plan.micro_batch
+    kind, transform = views_spec
     if source == "synthetic":
         gen = torch.Generator().manual_seed(0)
-        batch = ([torch.randn(n, 3, size, size, generator=gen) for _ in range(2)], torch.arange(n))
+        # the method's own number and sizes of views (K-aug, EnSiam: K; FUSSL: 2 per block; multi-crop)
+        one = transform(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen))
+        batch = ([torch.randn(n, *v.shape, generator=gen) for v in one], torch.arange(n))
         for _ in range(steps):
             yield [batch] * plan.accumulate
         return
-    kind, transform = views_spec
     ds = dataset_from_config(cfg, "train", transform=transform)
 
     def with_index(b):
@@ -156,8 +158,8 @@ def _label(row: Dict[str, Any]) -> str:
     return f"teacher {row['method']}" if row.get("method") else row["part"]
 
 
-def _paper_schedule(rows: List[Dict[str, Any]]) -> List[str]:
-    """Days for the paper's 200 + 200 ImageNet-1k epochs of BSSL, per setting that timed both stages."""
+def _paper_schedule(rows: List[Dict[str, Any]], sizes: str) -> List[str]:
+    """Days for the paper's 200 + 200 ImageNet-1k epochs of BSSL at the timed sizes, per setting with both stages."""
     out = []
     seen = set()
     for r in rows:
@@ -170,8 +172,9 @@ def _paper_schedule(rows: List[Dict[str, Any]]) -> List[str]:
                  and q.get("images_per_s")}
         if len(speed) == 2:
             hours = sum(PAPER_STAGE_EPOCHS * IMAGENET_TRAIN_IMAGES / v / 3600 for v in speed.values())
-            out.append(f"- BSSL 200 + 200 epochs on ImageNet-1k at {r['precision']}, {r['source']} batches, "
-                       f"{r['procs']} process(es): {hours:,.0f} h ({hours / 24:,.0f} days) on this machine")
+            out.append(f"- BSSL 200 + 200 epochs over ImageNet-1k's {IMAGENET_TRAIN_IMAGES:,} images at {sizes}, "
+                       f"{r['precision']}, {r['source']} batches, {r['procs']} x {r['threads']}: {hours:,.0f} h "
+                       f"({hours / 24:,.0f} days) on this machine")
     return out
 
 
@@ -247,7 +250,8 @@ def main(argv=None) -> int:
                      f"{IMAGENET_TRAIN_IMAGES / total / 3600:.1f}")
         lines.append(f"| {_label(r)} | {r['precision']} | {r['source']} | {r['procs']} x {r['threads']} | "
                      f"{r['micro_batch'] or '-'} | {speed} |")
-    lines += ["", *_paper_schedule(rows)]
+    sizes = f"{cfg['data']['image_size']} px with the {d['student']} width {d['width']} student"
+    lines += ["", *_paper_schedule(rows, sizes)]
     (args.out / "bench_train.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     (args.out / "bench_train.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
