@@ -113,6 +113,9 @@ TEACHER = {
                                     "biases and BN)", choices=OPTIMIZERS),
     "lars_eta": option(0.001, help="trust coefficient of LARS", min=0.0, min_exclusive=True),
     "grad_clip": option(0.0, help="max gradient norm, 0 = off", min=0.0),
+    "channels_last": option("auto", str, help="NHWC memory format for weights and images: true, false or auto "
+                                             "(on with bf16/fp16 on CUDA, whose tensor-core convolutions want NHWC; "
+                                             "off on CPU)", choices=("auto",), also=(bool,)),
     "warmup_epochs": option(0.0, help="linear warm-up from 1e-4 x lr, then cosine to 0", min=0.0),
     "knn_every": option(5, help="epochs between kNN monitor runs on the held-out split", min=1),
     "knn_k": option(200, min=1),
@@ -155,6 +158,9 @@ DISTILL = {
     "momentum": option(0.9, min=0.0, max=1.0),
     "lars_eta": option(0.001, help="trust coefficient of LARS", min=0.0, min_exclusive=True),
     "grad_clip": option(0.0, help="max gradient norm, 0 = off", min=0.0),
+    "channels_last": option("auto", str, help="NHWC memory format for weights and images: true, false or auto "
+                                             "(on with bf16/fp16 on CUDA, whose tensor-core convolutions want NHWC; "
+                                             "off on CPU)", choices=("auto",), also=(bool,)),
     "seed": option(None, int, help="seed of the distillation; default run.seed", min=0),
     "crop_min_scale": option(None, float, help="lower bound of the crop area of the student's views",
                              min=0.0, max=1.0, min_exclusive=True),

@@ -27,7 +27,8 @@ from bssl.utils import JsonlLogger, load_checkpoint, pick_device, save_checkpoin
 
 from bssl.train import distributed as D
 from bssl.train import (Stepper, all_rng_states, batch_plan, build_optimizer, check_precision, check_world,
-                        config_mismatch, loader_workers, make_loader, restarted_lr_factor, restore_rank_rng)
+                        config_mismatch, loader_workers, make_loader, memory_format, restarted_lr_factor,
+                        restore_rank_rng)
 from bssl.train.state import changed_keys
 from bssl.train import steps as train_steps
 
@@ -145,7 +146,8 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     method, info = build_method(cfg)
     if distributed:
         method = D.convert_sync_batchnorm(method, device)
-    method.to(device)
+    fmt = memory_format(t["channels_last"], device, precision)
+    method.to(device, memory_format=fmt)
     optimizer = make_optimizer(method, t)
 
     train_set = dataset_from_config(cfg, "train")
@@ -198,7 +200,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
 
     def forward(model, batch):
         views, index, _ = batch
-        loss, logs = model([v.to(device, non_blocking=True) for v in views], index.to(device))
+        loss, logs = model([v.to(device, non_blocking=True, memory_format=fmt) for v in views], index.to(device))
         return {"loss": loss, **logs}
 
     model = None

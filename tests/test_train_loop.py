@@ -12,7 +12,7 @@ from bssl.config import apply_overrides, load_preset
 from bssl.errors import UserError
 from bssl.train import (Stepper, batch_plan, build_optimizer, check_precision, config_mismatch, lr_factor,
                         rng_state, set_rng_state, steps)
-from bssl.train.loop import loader_workers, make_loader
+from bssl.train.loop import loader_workers, make_loader, memory_format
 
 CPU = torch.device("cpu")
 
@@ -314,3 +314,29 @@ def test_data_workers_is_auto_or_a_count(value, ok):
     else:
         with pytest.raises(UserError, match="data.workers"):
             apply_overrides(load_preset("cpu"), [setting])
+
+
+def test_channels_last_resolution():
+    nhwc, nchw = torch.channels_last, torch.contiguous_format
+    assert memory_format("auto", "cpu", "bf16") == nchw
+    assert memory_format("auto", "cuda", "bf16") == nhwc and memory_format("auto", "cuda", "fp16") == nhwc
+    assert memory_format("auto", "cuda", "fp32") == nchw
+    assert memory_format(True, "cpu", "fp32") == nhwc and memory_format(False, "cuda", "bf16") == nchw
+
+
+def test_channels_last_distillation_trains_in_nhwc(tmp_path):
+    """channels_last = true: the student's conv weights and the images are NHWC, the step still learns."""
+    from bssl.distill import METHODS, run_distill
+    from bssl.distill.trainer import stage_modules
+    from conftest import write_teacher
+
+    torch.set_num_threads(1)
+    cfg = apply_overrides(load_preset("smoke"), ["data.num_train=32", "data.num_test=16", "distill.batch_size=16",
+                                                 "distill.num_pseudo_classes=16", "distill.classifier_hidden=32",
+                                                 "distill.epochs_stage1=1", "distill.epochs_stage2=1",
+                                                 "distill.channels_last=true", "run.device=\"cpu\""])
+    student, _, _ = stage_modules(cfg, cfg["distill"], 1, METHODS.get("bssl"), {"feature_dim": 8}, 0, CPU)
+    convs = [m.weight for m in student.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs if w.shape[-1] > 1)
+    res = run_distill(cfg, write_teacher(tmp_path / "teacher.pt", cfg), tmp_path / "run", progress=False)
+    assert all(np.isfinite(h["loss"]) for h in res["history"])

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..train import (Stepper, all_rng_states, batch_plan, check_precision, check_world, config_mismatch, lr_factor,
-                     loader_workers, make_loader, restore_rank_rng)
+                     loader_workers, make_loader, memory_format, restore_rank_rng)
 from ..train import distributed as D
 from ..train import steps as train_steps
 from ..train.optim import build_optimizer, trainable_params
@@ -168,7 +168,8 @@ def stage_modules(cfg: Dict[str, Any], dcfg: Dict[str, Any], s: int, method_cls,
             # BURN's setting: global statistics in the heads (g, projector), per-process ones in the
             # student backbone, whose ~30 BN layers would each add a collective per view and pass
             D.convert_sync_batchnorm(method, device)
-    joint.to(device)
+    joint.to(device, memory_format=memory_format(dcfg.get("channels_last", "auto"), device,
+                                                 str(dcfg.get("precision", "fp32"))))
     model: nn.Module = joint
     if D.is_distributed():
         # the direct baselines leave the student's classifier l unused
@@ -185,13 +186,14 @@ def stage_stepper(student: nn.Module, method: DistillMethod, dcfg: Dict[str, Any
                    grad_groups={k: list(v) for k, v in method.grad_groups(student).items()})
 
 
-def distill_forward(teacher: Optional[nn.Module], device: torch.device, step: int, total: int):
-    """forward(model, batch) for Stepper.step: one micro-batch of (views, labels)."""
+def distill_forward(teacher: Optional[nn.Module], device: torch.device, step: int, total: int,
+                    fmt: torch.memory_format = torch.contiguous_format):
+    """forward(model, batch) for Stepper.step: one micro-batch of (views, labels), images in memory format fmt."""
     def forward(model, batch):
         views, labels = batch
         if not isinstance(views, (list, tuple)):
             views = [views]
-        views = [v.to(device, non_blocking=True) for v in views]
+        views = [v.to(device, non_blocking=True, memory_format=fmt) for v in views]
         labels = labels.to(device) if torch.is_tensor(labels) else labels
         return model(teacher, views, labels, step, total)
     return forward
@@ -271,8 +273,9 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
                 if p.exists():
                     p.unlink()
     D.barrier()
+    fmt = memory_format(dcfg.get("channels_last", "auto"), device, precision)
     if teacher is not None:
-        teacher.to(device)
+        teacher.to(device, memory_format=fmt)
     logger = JsonlLogger(out_dir / "log.jsonl") if main else None
     show = (progress if progress is not None else None) if main else False
 
@@ -371,6 +374,7 @@ def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, t
     total = max(steps_per_epoch * epochs, 1)
     warm = int(round(float(dcfg["warmup_epochs"]) * steps_per_epoch))
     stepper = stage_stepper(student, method, dcfg, device, total, warm, precision)
+    fmt = memory_format(dcfg.get("channels_last", "auto"), device, precision)
     log_every = max(1, total // 2000)
 
     history: List[Dict[str, Any]] = []
@@ -403,7 +407,7 @@ def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, t
         for micro in bar:
             step = epoch * steps_per_epoch + n
             try:
-                rec = stepper.step(model, step, micro, distill_forward(teacher, device, step, total))
+                rec = stepper.step(model, step, micro, distill_forward(teacher, device, step, total, fmt))
             except FloatingPointError as exc:
                 raise UserError(f"the {method_name} {exc} at stage {s}, step {step}; "
                                 f"lower distill.lr (now {dcfg['lr']}) or set distill.grad_clip") from None

@@ -62,6 +62,13 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def memory_format(setting: Any, device: torch.device, precision: str) -> torch.memory_format:
+    """`channels_last` as a torch memory format: NHWC when true, or for auto on CUDA under bf16/fp16."""
+    if setting == "auto":
+        setting = torch.device(device).type == "cuda" and precision in ("bf16", "fp16")
+    return torch.channels_last if setting else torch.contiguous_format
+
+
 def make_scaler(device: torch.device, precision: str) -> Optional[torch.amp.GradScaler]:
     """fp16 needs loss scaling (its 5-bit exponent underflows small gradients); bf16 does not."""
     return torch.amp.GradScaler("cuda") if precision == "fp16" else None
