@@ -58,6 +58,8 @@ TABLES = {
     "deviation": "This project's deviations from the paper, each switched off",
 }
 PROTOCOLS = ("linear", "knn", "svm")
+# everything from this line on in the --doc page is written by hand and survives a regeneration
+NOTES_MARKER = "<!-- notes: kept when the tables are regenerated -->"
 PROTOCOL_NAMES = {"linear": "linear top-1", "knn": "kNN top-1", "svm": "SVM mAP"}
 
 
@@ -408,8 +410,11 @@ def main(argv=None) -> int:
             for p in made:
                 shutil.copyfile(p, figs / p.name)
             meta["plots"] = [f"{figs.name}/{p.name}" for p in made]
+            page = markdown(summary, claims, meta)
+            if args.doc.exists() and NOTES_MARKER in args.doc.read_text():
+                page += "\n" + NOTES_MARKER + args.doc.read_text().split(NOTES_MARKER, 1)[1]  # kept as written
             with atomic_path(args.doc) as tmp:
-                tmp.write_text(markdown(summary, claims, meta))
+                tmp.write_text(page)
         return md
 
     # one seed of every row (in --rows order) before the next seed: a cut-short run still has a whole table
