@@ -194,7 +194,8 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: float = 1e-3) -> Dict[str, fl
 
     A binary net amplifies 1-ulp differences at a sign input that is almost exactly 0 into a
     flipped bit (every backend rounds conv/BN sums in its own order), so beside the max we
-    report the share of samples within `tol` and the median error (docs/export.md).
+    report the share of samples within `tol` and the median error (docs/export.md), and which
+    samples are outside `tol` or have another top-1 (`outside`).
     """
     ref = np.asarray(ref, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64).reshape(ref.shape)
@@ -202,7 +203,8 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: float = 1e-3) -> Dict[str, fl
     rel = np.abs(ref - got).max(axis=1) / span
     return {"top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()), "max_rel_error": float(rel.max()),
             "median_rel_error": float(np.median(rel)), "within_tol": float((rel < tol).mean()), "tol": tol,
-            "samples": int(ref.shape[0])}
+            "samples": int(ref.shape[0]),
+            "outside": [int(i) for i in np.flatnonzero((rel >= tol) | (ref.argmax(1) != got.argmax(1)))]}
 
 
 def check_inputs(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -30,3 +30,28 @@ def write_teacher(path, cfg):
     method, info = build_method(cfg)
     save_checkpoint(path, "teacher", {**teacher_weights(method, info), "epoch": 1}, cfg)
     return path
+
+
+# A sign input |x + b| at most this share of its layer's RMS from zero is "ambiguous": two correct
+# float32 implementations (other summation order, fused multiply-adds) may round it to opposite signs.
+AMBIGUOUS = 1e-6
+
+
+def ambiguous_sign_inputs(model, x):
+    """Per input: how many sign inputs of the PyTorch student are within AMBIGUOUS x RMS of zero."""
+    from bssl.nn.sign import RSign
+
+    counts = torch.zeros(len(x), dtype=torch.long)
+
+    def hook(mod, inp):
+        v = inp[0] + mod.bias.view(1, -1, 1, 1)
+        counts.add_((v.abs() <= AMBIGUOUS * v.pow(2).mean().sqrt()).flatten(1).sum(1))
+
+    hooks = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, RSign)]
+    try:
+        with torch.no_grad():
+            model.features(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return counts.numpy()

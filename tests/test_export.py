@@ -25,14 +25,23 @@ from bssl.nn import BinaryConvBN, RPReLU
 N_EQUIV = 256  # random inputs of the equivalence checks (the issue's number)
 
 
-def assert_equivalent(cmp):
+def assert_equivalent(cmp, ambiguous=None):
     """Identical top-1; error under 1e-3 of the logit range on >= 99% of inputs, typically ~1e-7.
 
     Not on 100%: a sign input within an ulp of 0 flips one bit when two correct float
     implementations round differently; docs/export.md measures how often (1-2 of 256 here).
+    With `ambiguous` (per input, the count of such sign inputs in the PyTorch model:
+    conftest.ambiguous_sign_inputs) every input outside the tolerance or with another top-1 must
+    have one, and 95% within / 99% same top-1 is enough: how many fall there depends on the CPU's
+    rounding (4 of 256 on a Xeon for LCE, one of them another feature argmax).
     """
-    assert cmp["top1_agreement"] == 1.0, cmp
-    assert cmp["within_tol"] >= 0.99 and cmp["tol"] <= 1e-3, cmp
+    assert cmp["tol"] <= 1e-3, cmp
+    if ambiguous is None:
+        assert cmp["top1_agreement"] == 1.0 and cmp["within_tol"] >= 0.99, cmp
+    else:
+        unexplained = [i for i in cmp["outside"] if ambiguous[i] == 0]
+        assert not unexplained, f"inputs {unexplained} differ without an ambiguous sign input: {cmp}"
+        assert cmp["top1_agreement"] >= 0.99 and cmp["within_tol"] >= 0.95, cmp
     assert cmp["median_rel_error"] < 1e-5, cmp
 
 

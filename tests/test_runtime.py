@@ -19,6 +19,7 @@ import bssl.runtime as rt
 from bssl.deploy.model_file import read_header, reseal, write_model_file
 from bssl.errors import UserError
 from bssl.models import build_model
+from conftest import ambiguous_sign_inputs
 
 if not rt.available():
     pytest.skip("native runtime library not built (pip install -e .)", allow_module_level=True)
@@ -51,31 +52,6 @@ def student(name="reactnet-a", size=32, pad_value=1.0, width=0.25, stem="auto", 
         if n.endswith(("bias", "bias_in", "bias_out")) and p.dim() == 1 and ".bn" not in n and "stem" not in n:
             p.data.uniform_(-0.2, 0.2)
     return m.eval()
-
-
-# A sign input |x + b| at most this share of its layer's RMS from zero is "ambiguous": two correct
-# float32 implementations (other summation order, fused multiply-adds) may round it to opposite signs.
-AMBIGUOUS = 1e-6
-
-
-def ambiguous_sign_inputs(model, x):
-    """Per input: how many sign inputs of the PyTorch student are within AMBIGUOUS x RMS of zero."""
-    from bssl.nn.sign import RSign
-
-    counts = torch.zeros(len(x), dtype=torch.long)
-
-    def hook(mod, inp):
-        v = inp[0] + mod.bias.view(1, -1, 1, 1)
-        counts.add_((v.abs() <= AMBIGUOUS * v.pow(2).mean().sqrt()).flatten(1).sum(1))
-
-    hooks = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, RSign)]
-    try:
-        with torch.no_grad():
-            model.features(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return counts.numpy()
 
 
 def compare(model, path, n=256, seed=1):
