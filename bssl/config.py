@@ -176,7 +176,7 @@ EVAL = {
     "cache_dir": option("", help="feature cache folder; default inside the eval folder", nullable=True),
     "crop_pct": option(None, float, help="centre-crop share of eval images; default 0.875 at >=128 px, else 1",
                        min=0.0, max=1.0, min_exclusive=True),
-    "jobs": option(-1, help="parallel SVM fits (joblib threads; -1: all cores)", min=-1),
+    "jobs": option(-1, help="parallel SVM fits (joblib worker processes; -1: all cores)", min=-1),
     "threads": option(0, help="torch threads for feature extraction / fine-tuning (0: torch default)", min=0),
     "linear_epochs": option(100, min=1),
     "linear_lr": option(30.0, min=0.0, min_exclusive=True),

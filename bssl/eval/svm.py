@@ -53,11 +53,19 @@ def _fit(x, y_pm1, cost, seed):
 
 
 def run_parallel(n_jobs: int, calls) -> list:
-    """Run delayed calls on threads (LIBLINEAR releases the GIL; no process start-up or data copies).
-    Non-convergence is counted per fit and reported, so the warning itself is silenced here."""
+    """Run delayed calls in worker processes, not threads: LIBLINEAR's dual solver shuffles with one
+    process-wide generator (sklearn's newrand), which each fit seeds, so fits on parallel threads
+    draw from each other's streams and the scores change from run to run. Features are shared with
+    the workers by memory-mapping. Non-convergence is counted per fit and reported, so the warning
+    itself is silenced here (in every worker)."""
+    calls = [delayed(_quiet)(fn, args, kwargs) for fn, args, kwargs in calls]
+    return Parallel(n_jobs=n_jobs, prefer="processes")(calls)
+
+
+def _quiet(fn, args, kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return Parallel(n_jobs=n_jobs, prefer="threads")(calls)
+        return fn(*args, **kwargs)
 
 
 def fit_class(x: np.ndarray, labels: np.ndarray, rows: Optional[np.ndarray], costs: Sequence[float],
