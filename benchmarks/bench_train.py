@@ -11,7 +11,7 @@ bssl/distill/trainer.py build, DDP + synchronised BN on 2 gloo processes) at the
 generated once in memory (the compute alone); `loader` draws them from the preset's dataset through
 its augmentations and make_loader, as training does. With P processes each runs cores/P threads
 (`--threads 1`: one thread each, the setting of the 1-vs-2-process scaling target).
-`--methods` times the teacher part once per pretraining method (default: the preset's). `--batch`
+`--methods` times teacher pretraining once per method (default: the preset's). `--batch`
 replaces both global batch sizes (a 224 px ResNet-50 step at the paper's 256 per GPU does not fit a
 CPU's time budget). The last column extrapolates one ImageNet-1k epoch (1,281,167 images) from the
 total images/s; below the table, the paper's 200 + 200 BSSL epochs from each setting's stage rows.
