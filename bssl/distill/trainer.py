@@ -141,7 +141,8 @@ class Joint(nn.Module):
 
 
 def stage_modules(cfg: Dict[str, Any], dcfg: Dict[str, Any], s: int, method_cls, tinfo: Dict[str, Any],
-                  num_labels: int, device: torch.device, prev: Optional[Dict[str, Any]] = None):
+                  num_labels: int, device: torch.device, prev: Optional[Dict[str, Any]] = None,
+                  fmt: torch.memory_format = torch.contiguous_format):
     """Student, method and the module the step runs through (DDP with synchronised BN under torchrun)."""
     probe = method_cls.student_num_classes(dcfg, num_labels)
     student = build_student(cfg, probe, s)
@@ -168,8 +169,7 @@ def stage_modules(cfg: Dict[str, Any], dcfg: Dict[str, Any], s: int, method_cls,
             # BURN's setting: global statistics in the heads (g, projector), per-process ones in the
             # student backbone, whose ~30 BN layers would each add a collective per view and pass
             D.convert_sync_batchnorm(method, device)
-    joint.to(device, memory_format=memory_format(dcfg.get("channels_last", "auto"), device,
-                                                 str(dcfg.get("precision", "fp32"))))
+    joint.to(device, memory_format=fmt)
     model: nn.Module = joint
     if D.is_distributed():
         # the direct baselines leave the student's classifier l unused
@@ -308,7 +308,7 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
         seed_everything(seed + 1000 * s)
         student, st_hist, st_steps, finished = _train_stage(
             cfg, dcfg, s, epochs, method_name, method_cls, teacher, tinfo, num_labels, dataset, device, out_dir,
-            prev, resume, logger, show, bplan, precision, seed, budget)
+            prev, resume, logger, show, bplan, precision, fmt, seed, budget)
         history += st_hist
         steps += st_steps
         if not finished:
@@ -363,18 +363,17 @@ def _check_resumable(path: Path, cfg: Dict[str, Any], method_name: str) -> None:
 
 def _train_stage(cfg, dcfg, s: int, epochs: int, method_name: str, method_cls, teacher, tinfo, num_labels: int,
                  dataset, device, out_dir: Path, prev, resume: bool, logger: Optional[JsonlLogger], show, bplan,
-                 precision: str, seed: int, budget: Optional[int]):
+                 precision: str, fmt: torch.memory_format, seed: int, budget: Optional[int]):
     """Train one stage; writes out_dir/stage<s>.pt and returns (student, history, steps, finished).
 
     With `budget` epochs left before a stop, returns finished=False after them (last.pt kept)."""
     main = D.rank() == 0
-    student, method, model = stage_modules(cfg, dcfg, s, method_cls, tinfo, num_labels, device, prev)
+    student, method, model = stage_modules(cfg, dcfg, s, method_cls, tinfo, num_labels, device, prev, fmt)
     probe = method_cls.student_num_classes(dcfg, num_labels)
     steps_per_epoch = len(dataset) // bplan.global_batch
     total = max(steps_per_epoch * epochs, 1)
     warm = int(round(float(dcfg["warmup_epochs"]) * steps_per_epoch))
     stepper = stage_stepper(student, method, dcfg, device, total, warm, precision)
-    fmt = memory_format(dcfg.get("channels_last", "auto"), device, precision)
     log_every = max(1, total // 2000)
 
     history: List[Dict[str, Any]] = []
