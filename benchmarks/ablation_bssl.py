@@ -1,13 +1,15 @@
 """Miniature reproduction of the BSSL paper's Tables 5, 6 and 7 plus the baselines, in one command.
 
     python benchmarks/ablation_bssl.py --preset cpu --seeds 0 1 2 --out runs/ablation [--teacher T.pt] [--jobs N]
+        [--keep docs/results-real/runs] [--doc docs/results-real.md] [--report-only]
 
 Trains (or takes) one FP teacher, then for every row and seed distils a binary student with
-`bssl.distill.run_distill` and evaluates it with `bssl.eval` (linear probe top-1 on the embedded
-shapes data, VOC07-style SVM mAP on shapes-multilabel). Writes `ablation.json` and `ablation.md`
-(mean ± std over seeds) into --out. Every finished row/seed is kept on disk, so rerunning the
-command resumes. Seeds vary the student (initialisation, data order, augmentations); the data
-and the teacher stay fixed.
+`bssl.distill.run_distill` and evaluates it with `bssl.eval` (linear probe and kNN top-1, VOC07-style
+SVM mAP). Writes `ablation.json` and `ablation.md` (mean ± std over seeds) into --out. Every finished
+(row, seed) is kept on disk, so rerunning the command resumes; --keep also stores each result as a
+small JSON file (with the teacher's fingerprint, the CPU and the gradient-norm curve) in a folder that
+can live in git, so the tables fill in over sessions that lose --out. Seeds vary the student
+(initialisation, data order, augmentations); the data and the teacher stay fixed.
 """
 
 from __future__ import annotations
@@ -77,64 +79,109 @@ def _evaluate(model_or_path, cfg, out_dir: Path) -> Dict[str, float]:
     return {p: float(res[p]["value"]) for p in PROTOCOLS} | {f"{p}_metric": res[p]["metric"] for p in PROTOCOLS}
 
 
-def run_task(cfg: Dict[str, Any], row: str, seed: int, teacher: str, out: str, threads: int) -> Dict[str, Any]:
+def _kept(out: str, keep: str | None, row: str, seed: int) -> Dict[str, Any] | None:
+    """A finished (row, seed) result: from this run's --out folder, else from the --keep folder."""
+    name = f"seed{seed}" if isinstance(seed, int) else str(seed)  # the teacher's rows are named by fingerprint
+    for f in (Path(out) / row / name / "result.json", Path(keep or "") / row / f"{name}.json"):
+        if (keep or f.name == "result.json") and f.is_file():
+            return json.loads(f.read_text())
+    return None
+
+
+def _finish(result: Dict[str, Any], out: str, keep: str | None) -> Dict[str, Any]:
+    from bssl.utils import write_json
+
+    seed = result["seed"]
+    name = f"seed{seed}" if isinstance(seed, int) else str(seed)
+    write_json(Path(out) / result["row"] / name / "result.json", result)
+    if keep:
+        write_json(Path(keep) / result["row"] / f"{name}.json", result)
+    return result
+
+
+def teacher_fingerprint(path: str | Path) -> str:
+    """Short content hash of a teacher's backbone weights: which teacher a kept result was distilled from."""
+    import hashlib
+
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    h = hashlib.sha256()
+    for name, tensor in sorted(ckpt["backbone"].items()):
+        h.update(name.encode())
+        h.update(tensor.contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def _cpu() -> str:
+    from bssl.bench.machine import describe_machine
+
+    return describe_machine()["cpu"]
+
+
+def _grad_curve(folder: Path, points: int = 200) -> List[List[float]]:
+    """(logged iteration, gradient norm of the student) pairs, thinned to at most `points`, for the Fig. 2 plot."""
+    f = folder / "steps.jsonl"
+    steps = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+    pts = [[i, s["grad_features"]] for i, s in enumerate(steps) if s.get("grad_features") is not None]
+    return pts[:: max(1, -(-len(pts) // points))]
+
+
+def run_task(cfg: Dict[str, Any], row: str, seed: int, teacher: str, teacher_fp: str, out: str,
+             keep: str | None, threads: int) -> Dict[str, Any]:
     """One row and seed: distil (resumable) then evaluate. Runs in a worker process."""
     import torch
 
     torch.set_num_threads(threads)
     from bssl.distill import run_distill
-    from bssl.utils import write_json
 
+    done = _kept(out, keep, row, seed)
+    if done is not None:
+        return done
     folder = Path(out) / row / f"seed{seed}"
-    done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
     t0 = time.time()
     rcfg = _row_cfg(cfg, row, seed)
     resume = (folder / "log.jsonl").exists()
     dres = run_distill(rcfg, teacher, folder, resume=resume, progress=False)
     scores = _evaluate(dres["checkpoint"], rcfg, folder / "eval")
     last = dres["history"][-1]
-    result = {"row": row, "seed": seed, **scores, "distill_seconds": dres["seconds"],
+    result = {"row": row, "seed": seed, **scores, "teacher": teacher_fp, "cpu": _cpu(),
+              "threads": threads, "distill_seconds": dres["seconds"],
               "total_seconds": round(time.time() - t0, 1), "final_loss": last.get("loss"),
               "grad_norms_last_epoch": {k: v for k, v in last.items() if k.startswith("grad_")},
-              "plots": dres["plots"]}
-    write_json(done, result)
-    return result
+              "grad_curve": _grad_curve(folder)}
+    return _finish(result, out, keep)
 
 
-def teacher_task(cfg: Dict[str, Any], teacher: str, out: str, threads: int) -> Dict[str, Any]:
-    """Ceiling reference: the FP teacher's own features, evaluated once."""
+def teacher_task(cfg: Dict[str, Any], teacher: str, teacher_fp: str, out: str, keep: str | None,
+                 threads: int) -> Dict[str, Any]:
+    """Ceiling reference: the FP teacher's own features, evaluated once per teacher checkpoint."""
     import torch
 
     torch.set_num_threads(threads)
-    from bssl.utils import write_json
-
-    done = Path(out) / "teacher_eval.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    result = _evaluate(teacher, cfg, Path(out) / "teacher_eval")
-    write_json(done, result)
-    return result
+    done = _kept(out, keep, "fp-teacher", teacher_fp)
+    if done is not None:
+        return done
+    scores = _evaluate(teacher, cfg, Path(out) / "fp-teacher" / teacher_fp / "eval")
+    return _finish({"row": "fp-teacher", "seed": teacher_fp, **scores, "teacher": teacher_fp, "cpu": _cpu()}, out, keep)
 
 
-def random_student_task(cfg: Dict[str, Any], seed: int, out: str, threads: int) -> Dict[str, Any]:
+def random_student_task(cfg: Dict[str, Any], seed: int, out: str, keep: str | None, threads: int) -> Dict[str, Any]:
     """Floor reference: the untrained binary student (same architecture), evaluated as is."""
     import torch
 
     torch.set_num_threads(threads)
     from bssl.distill.trainer import build_student
-    from bssl.utils import seed_everything, write_json
+    from bssl.utils import seed_everything
 
-    folder = Path(out) / "random-student" / f"seed{seed}"
-    done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    done = _kept(out, keep, "random-student", seed)
+    if done is not None:
+        return done
     seed_everything(seed)
     student = build_student(cfg, int(cfg["distill"].get("num_pseudo_classes", 2000)), 2).eval()
-    result = {"row": "random-student", "seed": seed, **_evaluate(student, cfg, folder / "eval")}
-    write_json(done, result)
-    return result
+    folder = Path(out) / "random-student" / f"seed{seed}"
+    return _finish({"row": "random-student", "seed": seed, **_evaluate(student, cfg, folder / "eval"),
+                    "cpu": _cpu()}, out, keep)
 
 
 def _stats(values: List[float]) -> Dict[str, float]:
@@ -148,20 +195,31 @@ def _fmt(s: Dict[str, float] | None) -> str:
     return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}" if s["n"] > 1 else f"{100 * s['mean']:.2f}"
 
 
-def summarise(results: List[Dict[str, Any]], teacher_scores: Dict[str, float]) -> Dict[str, Any]:
+def summarise(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     by_row: Dict[str, Dict[str, Any]] = {}
     for r in results:
         by_row.setdefault(r["row"], []).append(r)
     summary = {}
     for row, rs in by_row.items():
-        summary[row] = {p: _stats([r[p] for r in sorted(rs, key=lambda x: x["seed"])]) for p in PROTOCOLS}
-        summary[row]["seeds"] = sorted(r["seed"] for r in rs)
+        rs = sorted(rs, key=lambda x: str(x["seed"]))
+        summary[row] = {p: _stats([r[p] for r in rs]) for p in PROTOCOLS}
+        summary[row]["seeds"] = [r["seed"] for r in rs]
         secs = [r["total_seconds"] for r in rs if r.get("total_seconds")]
         summary[row]["minutes"] = statistics.fmean(secs) / 60 if secs else None
-    if teacher_scores:
-        summary["fp-teacher"] = {p: _stats([teacher_scores[p]]) for p in PROTOCOLS}
-        summary["fp-teacher"]["fixed"] = True  # one teacher for every seed: no seed std of its own
+    if "fp-teacher" in summary:
+        summary["fp-teacher"]["fixed"] = True  # one teacher for every seed: its std is over teacher checkpoints
     return summary
+
+
+def teachers_used(results: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per teacher fingerprint: its own scores and CPU (if evaluated) and how many runs were distilled from it."""
+    used: Dict[str, Dict[str, Any]] = {}
+    for r in results:
+        if r["row"] == "fp-teacher":
+            used.setdefault(r["teacher"], {"runs": 0}).update(knn=r["knn"], cpu=r.get("cpu"))
+        elif r.get("teacher"):
+            used.setdefault(r["teacher"], {"runs": 0})["runs"] += 1
+    return used
 
 
 def _compare(summary: Dict[str, Any], better: str, worse: str, p: str) -> Dict[str, Any] | None:
@@ -229,7 +287,13 @@ def markdown(summary: Dict[str, Any], claims: List[Dict[str, Any]], meta: Dict[s
              f"preset's, with only the row's own switch changed.  ",
              ("Tables written from the results on disk (--report-only); " if meta.get("report_only") else
               f"Time so far: {meta['seconds'] / 60:.0f} min in this invocation; ")
-             + "each row's mean distil + eval time is in the last column.", ""]
+             + "each row's mean distil + eval time is in the last column.  ",
+             "Teacher checkpoints the runs were distilled from (same preset and seed; retrained where a session "
+             "lost its runs folder, so a different CPU can give different weights): "
+             + "; ".join(f"`{fp}` " + (f"(kNN {100 * t['knn']:.2f}, trained on {t['cpu']}) " if "knn" in t else "")
+                         + f"{t['runs']} runs" for fp, t in meta.get("teachers", {}).items()) + ".  ",
+             "CPUs the runs took their time on: " + "; ".join(f"{cpu} ({n} runs)" for cpu, n in meta.get("cpus", {}).items())
+             + ".", ""]
     head = "| row | " + " | ".join(PROTOCOL_NAMES[p] for p in PROTOCOLS) + " | seeds | min / run |"
     for table, title in TABLES.items():
         lines += [f"## {title}", "", head, "|---" * (len(PROTOCOLS) + 3) + "|"]
@@ -250,7 +314,7 @@ def markdown(summary: Dict[str, Any], claims: List[Dict[str, Any]], meta: Dict[s
         if short:
             lines.append(f"- rows with fewer seeds than {meta['seeds']}: {', '.join(short)}")
         lines += ["- rerunning the command above with these rows continues from the finished (row, seed) results "
-                  "kept under its --out folder", ""]
+                  "kept under its --out and --keep folders", ""]
     lines += ["## The paper's orderings at this scale", "",
               "Margin = difference of the means (percentage points); noise = sqrt(std₁² + std₂²) over seeds. "
               "Reproduced means the margin exceeds the noise.", "",
@@ -291,14 +355,9 @@ def plots(summary: Dict[str, Any], out: Path, results: List[Dict[str, Any]]) -> 
         plt.close(fig)
         made.append(out / "ablation_bars.png")
     curves = {}
-    for row in ("abl1-random-classifier", "abl2-feature-similarity"):
-        for r in results:
-            steps_file = out / row / f"seed{r['seed']}" / "steps.jsonl"
-            if r["row"] == row and steps_file.exists():
-                steps = [json.loads(x) for x in steps_file.read_text().splitlines() if x.strip()]
-                pts = [(i, s["grad_features"]) for i, s in enumerate(steps) if s.get("grad_features") is not None]
-                if pts:
-                    curves.setdefault(row, []).append(pts)
+    for r in results:
+        if r["row"] in ("abl1-random-classifier", "abl2-feature-similarity") and r.get("grad_curve"):
+            curves.setdefault(r["row"], []).append(r["grad_curve"])
     if curves:
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
         for row, runs in curves.items():
@@ -346,6 +405,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: train one into --out)")
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="folder (e.g. in git) that also keeps every finished (row, seed) result as a small JSON file; "
+                         "results found there are not rerun and the tables read them, so they fill in over sessions")
     ap.add_argument("--jobs", type=int, default=1, help="row/seed runs in parallel (processes)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
     ap.add_argument("--device", default=None, help="run.device for all runs (auto, cpu, cuda)")
@@ -388,15 +450,20 @@ def main(argv=None) -> int:
             "student": f"{d.get('student')} width {d.get('width')}, {d.get('epochs_stage1')}+{d.get('epochs_stage2')} epochs",
             "overrides": args.overrides}
 
-    def write_report(results, teacher_scores):
+    def write_report(results):
         """Rewritten after every finished run, so an interrupted benchmark still leaves its table."""
-        summary = summarise(results, teacher_scores)
+        have = {r["teacher"] for r in results if r["row"] == "fp-teacher"}
+        wanted = {r.get("teacher") for r in results} - have - {None}
+        results = results + [r for fp in sorted(wanted) for r in [_kept(str(out), keep, "fp-teacher", fp)] if r]
+        summary = summarise(results)
         claims = checks(summary)
         meta["seconds"] = round(time.time() - t0, 1)
-        meta["complete"] = len(results) == len(tasks) + len(args.seeds)
+        meta["complete"] = all(r in summary and len(summary[r]["seeds"]) == len(args.seeds) for r in args.rows)
+        meta["teachers"] = teachers_used(results)
+        timed = [r["cpu"] for r in results if r.get("total_seconds") and r.get("cpu")]
+        meta["cpus"] = {cpu: timed.count(cpu) for cpu in sorted(set(timed))}
         write_json(out / "ablation.json", {"meta": meta, "summary": summary, "claims": claims,
-                                           "runs": sorted(results, key=lambda r: (r["row"], r["seed"])),
-                                           "teacher_eval": teacher_scores})
+                                           "runs": sorted(results, key=lambda r: (r["row"], str(r["seed"])))})
         made = plots(summary, out, results)
         meta["plots"] = [p.name for p in made]
         md = markdown(summary, claims, meta)
@@ -419,34 +486,31 @@ def main(argv=None) -> int:
 
     # one seed of every row (in --rows order) before the next seed: a cut-short run still has a whole table
     tasks = [(row, s) for s in args.seeds for row in args.rows]
-    results: List[Dict[str, Any]] = []
-    teacher_scores: Dict[str, float] = {}
+    keep = str(args.keep) if args.keep else None
+    teacher_fp = teacher_fingerprint(teacher) if Path(teacher).is_file() else None
     if args.report_only:
-        found = [out / row / f"seed{s}" / "result.json" for row, s in tasks]
-        found += [out / "random-student" / f"seed{s}" / "result.json" for s in args.seeds]
-        results = [json.loads(f.read_text()) for f in found if f.exists()]
-        if (out / "teacher_eval.json").exists():
-            teacher_scores = json.loads((out / "teacher_eval.json").read_text())
-        print(write_report(results, teacher_scores))
+        found = [_kept(str(out), keep, row, s) for row, s in tasks]
+        found += [_kept(str(out), keep, "random-student", s) for s in args.seeds]
+        found.append(_kept(str(out), keep, "fp-teacher", teacher_fp) if teacher_fp else None)
+        print(write_report([r for r in found if r is not None]))
         return 0
     import multiprocessing as mp
 
+    results: List[Dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futs = {pool.submit(teacher_task, cfg, str(teacher), str(out), threads): ("fp-teacher", 0)}
+        futs = {pool.submit(teacher_task, cfg, str(teacher), teacher_fp, str(out), keep, threads): ("fp-teacher", 0)}
         # the untrained floor is one evaluation per seed: first, so every partial table shows it
-        futs.update({pool.submit(random_student_task, cfg, s, str(out), threads): ("random-student", s)
+        futs.update({pool.submit(random_student_task, cfg, s, str(out), keep, threads): ("random-student", s)
                      for s in args.seeds})
-        futs.update({pool.submit(run_task, cfg, row, s, str(teacher), str(out), threads): (row, s) for row, s in tasks})
+        futs.update({pool.submit(run_task, cfg, row, s, str(teacher), teacher_fp, str(out), keep, threads): (row, s)
+                     for row, s in tasks})
         for fut in as_completed(futs):
             row, s = futs[fut]
             r = fut.result()
-            if row == "fp-teacher":
-                teacher_scores = r
-            else:
-                results.append(r)
+            results.append(r)
             print(f"[{time.time() - t0:7.1f}s] {row:26s} seed {s}: linear {100 * r['linear']:.2f}  knn {100 * r['knn']:.2f}  "
                   f"svm {100 * r['svm']:.2f}", flush=True)
-            md = write_report(results, teacher_scores)
+            md = write_report(results)
     print(md)
     return 0
 
