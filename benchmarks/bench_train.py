@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ def _setup(part: str, cfg: Dict[str, Any], device: torch.device, precision: str)
     from bssl.distill.views import distill_views
     from bssl.teachers import build_method
     from bssl.teachers.train import make_optimizer
-    from bssl.train import Stepper, batch_plan
+    from bssl.train import Stepper, batch_plan, memory_format
     from bssl.train import distributed as D
     from bssl.config import teacher_settings
 
@@ -73,11 +72,12 @@ def _setup(part: str, cfg: Dict[str, Any], device: torch.device, precision: str)
     teacher, _ = build_method(cfg)
     h = teacher.encoder.requires_grad_(False).eval().to(device)
     dcfg = cfg["distill"]
+    fmt = memory_format(dcfg.get("channels_last", "auto"), device, precision)
     student, method, model = stage_modules(cfg, dcfg, stage, METHODS.get("bssl"), {"feature_dim": int(teacher.feature_dim)},
-                                           0, device)
+                                           0, device, fmt=fmt)
     model.train()
     stepper = stage_stepper(student, method, dcfg, device, 1000, 0, precision)
-    fwd = distill_forward(h, device, 0, 1000)
+    fwd = distill_forward(h.to(memory_format=fmt), device, 0, 1000, fmt)
     plan = batch_plan("distill", int(dcfg["batch_size"]), int(dcfg["accumulate"]))
     return model, stepper, (lambda m, batch: fwd(m, (batch[0], None))), ("distill", distill_views(cfg, 2, "byol")), plan
 
@@ -178,12 +178,6 @@ def _paper_schedule(rows: List[Dict[str, Any]], sizes: str) -> List[str]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cpu")
@@ -201,6 +195,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from bssl.config import apply_overrides, load_preset
+    from bssl.train.distributed import free_port
 
     overrides = [*args.overrides, 'run.device="cpu"']
     if args.batch:
@@ -220,7 +215,7 @@ def main(argv=None) -> int:
         if procs == 1:
             _worker(0, 1, 0, jobs, cfg, threads, str(tmp))
         else:
-            mp.spawn(_worker, args=(procs, _free_port(), jobs, cfg, threads, str(tmp)), nprocs=procs, join=True)
+            mp.spawn(_worker, args=(procs, free_port(), jobs, cfg, threads, str(tmp)), nprocs=procs, join=True)
         for row in json.loads(tmp.read_text()):
             rows.append({**row, "procs": procs, "threads": threads})
             speed = "stopped: " + row["error"] if row.get("error") else f"{row['images_per_s']:7.1f} images/s per process"

@@ -11,15 +11,6 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-def free_port() -> int:
-    """A TCP port on localhost nobody listens on (process-group rendezvous, RPC servers)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_teacher(path, cfg):
     """A real bssl teacher checkpoint: the configured method, randomly initialised under seed 0."""
     from bssl.teachers import build_method

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from bssl.errors import UserError
-from conftest import free_port
+from bssl.train.distributed import free_port
 from bssl.export import export_model, fold, ops
 from bssl.models import build_model, save_student
 from bssl.nn import BinaryConvBN, RPReLU

@@ -12,7 +12,7 @@ from bssl.teachers import build_method
 from bssl.train import distributed as D
 from bssl.teachers.train import make_optimizer, teacher_settings, train_teacher
 from bssl.utils import load_checkpoint
-from conftest import free_port
+from bssl.train.distributed import free_port
 
 METHODS = ("mocov2", "simsiam", "simclr")
 STEPS = 3

@@ -12,7 +12,7 @@ import torch
 from bssl.config import apply_overrides, load_preset
 from bssl.errors import UserError
 from bssl.utils import load_checkpoint
-from conftest import free_port
+from bssl.train.distributed import free_port
 
 TINY = ["data.num_train=16", "data.num_test=16", "distill.batch_size=8", "distill.num_pseudo_classes=16",
         "distill.classifier_hidden=32", "distill.epochs_stage1=1", "distill.epochs_stage2=1",

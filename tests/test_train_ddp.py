@@ -14,7 +14,8 @@ from bssl.config import apply_overrides, load_preset
 from bssl.distill import METHODS
 from bssl.distill.trainer import distill_forward, stage_modules, stage_stepper
 from bssl.utils import load_checkpoint
-from conftest import free_port, write_teacher
+from bssl.train.distributed import free_port
+from conftest import write_teacher
 
 GLOBAL_BATCH = 8
 # BSSL with and without accumulation; the direct baselines that need the global batch (SimCLR's

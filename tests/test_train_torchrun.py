@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from bssl.utils import load_checkpoint
-from conftest import free_port
+from bssl.train.distributed import free_port
 from test_train_cli import BOUND_S, _args, _env
 
 

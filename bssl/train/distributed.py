@@ -49,6 +49,15 @@ def env_rank() -> int:
     return rank() if is_distributed() else int(os.environ.get("RANK", "0"))
 
 
+def free_port() -> int:
+    """A TCP port on localhost nobody listens on, for a rendezvous started from this process."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
