@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,7 @@ def test_rows_measured(report):
 def test_report_files(report, tmp_path):
     rep, _ = report
     files = write_reports(rep, tmp_path, json_path=tmp_path / "r.json")
+    assert {"json", "markdown"} <= set(files) and all(Path(f).is_file() for f in files.values())
     assert json.loads((tmp_path / "r.json").read_text())["kind"] == "bench"
     md = markdown_table(rep)
     assert md.count("\n| resnet18 |") == 3

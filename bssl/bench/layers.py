@@ -242,6 +242,7 @@ def run_layers(model: str = "reactnet-a", input_size: int = 224, width: float = 
     import torch
 
     import bssl.kernels as K
+    from bssl.bench.machine import describe_machine
     from bssl.errors import UserError
 
     threads = [int(t) for t in threads]
@@ -265,7 +266,7 @@ def run_layers(model: str = "reactnet-a", input_size: int = 224, width: float = 
 
     peaks = [peak(K, min_time)]
     report: Dict[str, Any] = {"model": model, "input_size": input_size, "width": width, "isa": K.get_isa(),
-                              "cpu": _cpu_name(), "torch": torch.__version__, "machine": platform.machine(),
+                              "cpu": describe_machine()["cpu"], "torch": torch.__version__, "machine": platform.machine(),
                               "targets": TARGETS, "runs": {}}
     if lce_res:
         report["lce_version"] = lce_res["lce_version"]
@@ -388,17 +389,6 @@ def main(argv=None) -> int:
         write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 # ---- LCE side: runs under the larq environment's python (no torch, no bssl) ----
