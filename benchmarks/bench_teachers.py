@@ -10,7 +10,8 @@ method's own paper defaults for the rest), then its backbone is re-loaded with l
 probed on frozen features of the held-out split: weighted kNN (bssl.eval.knn) and a linear probe
 (bssl.eval.linear, L2-normalised features). A random-init backbone of the same architecture is
 the reference every method must beat. Each finished method keeps its row in OUT/<method>/result.json
-and is skipped when the command is run again, so the table fills in over interrupted runs.
+(and, with --keep DIR, in DIR/<method>.json, a folder that can live in git) and is skipped when the
+command is run again, so the table fills in over interrupted runs and over sessions that lose OUT.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ def table_text(args, base, rows) -> str:
         ips = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
         lines.append(f"| {name} | {r['knn_acc']:.4f} | {r['linear_acc']:.4f} | {r['knn_acc'] - ref['knn_acc']:+.4f} | "
                      f"{ips} | {r['train_s']:.0f} |")
+    cpus: dict = {}
+    for name, r in rows.items():
+        cpus.setdefault(r.get("cpu", "CPU not recorded"), []).append(name)
+    lines += ["", "Each row was trained and timed on: " + "; ".join(f"{c} ({', '.join(n)})" for c, n in cpus.items())
+              + " (compare images/s only between rows of one CPU)."]
     return "\n".join(lines)
 
 
@@ -116,6 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="device of the teacher training (cpu, cuda, auto)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     ap.add_argument("--doc", type=Path, default=None, help="write the table with the machine and orderings here")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="also keep each finished row as DIR/<method>.json (with its CPU); rows found there are reused")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,15 +134,18 @@ def main(argv=None) -> int:
     base["run"]["device"] = args.device
     seed = int(base["run"].get("seed", 0))
 
+    from bssl.bench.machine import describe_machine
     from bssl.utils import write_json as _write
 
     def cached(folder: Path, compute):
-        """A row computed once: OUT/<name>/result.json is reused on the next invocation."""
-        done = folder / "result.json"
-        if done.is_file():
-            return json.loads(done.read_text())
-        row = compute()
-        _write(done, row)
+        """A row computed once: OUT/<name>/result.json (or --keep's <name>.json) is reused on the next invocation."""
+        copies = [folder / "result.json"] + ([args.keep / f"{folder.name}.json"] if args.keep else [])
+        for done in copies:
+            if done.is_file():
+                return json.loads(done.read_text())
+        row = {**compute(), "cpu": describe_machine()["cpu"]}
+        for done in copies:
+            _write(done, row)
         return row
 
     rows = {}
