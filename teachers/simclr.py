@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import List
 
 import torch
-import torch.nn.functional as F
 
 from bssl.config import option
 

@@ -52,7 +52,6 @@ def _is_student(model) -> bool:
 
 def calibration_batches(input_size: int, count: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Images of the embedded `shapes` data, resized and ImageNet-normalised, one per batch."""
-    import torch
     import torch.nn.functional as F
 
     from ..data import build_dataset
