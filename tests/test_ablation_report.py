@@ -1,0 +1,68 @@
+"""benchmarks/ablation_bssl.py: results kept in --keep are reused and reported, with their teachers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ablation_bssl
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return ablation_bssl
+
+
+def _result(row, seed, knn, teacher="aaaaaaaaaaaa", cpu="CPU A"):
+    return {"row": row, "seed": seed, "linear": knn + 0.01, "knn": knn, "svm": knn - 0.01, "teacher": teacher,
+            "cpu": cpu, "total_seconds": 600.0, "grad_curve": [[0, 1.0], [1, 0.5]]}
+
+
+def _keep(folder: Path, r):
+    name = f"seed{r['seed']}" if isinstance(r["seed"], int) else r["seed"]
+    (folder / r["row"]).mkdir(parents=True, exist_ok=True)
+    (folder / r["row"] / f"{name}.json").write_text(json.dumps(r))
+
+
+def test_kept_result_is_not_rerun(ablation, tmp_path):
+    keep, out = tmp_path / "keep", tmp_path / "out"
+    _keep(keep, _result("bssl", 0, 0.3))
+    # a teacher path that does not exist: any attempt to distil would fail
+    r = ablation.run_task({}, "bssl", 0, str(tmp_path / "missing.pt"), "x", str(out), str(keep), 1)
+    assert r["knn"] == 0.3
+    # a result in this run's --out wins over the kept copy
+    (out / "bssl" / "seed0").mkdir(parents=True)
+    (out / "bssl" / "seed0" / "result.json").write_text(json.dumps(_result("bssl", 0, 0.4)))
+    assert ablation.run_task({}, "bssl", 0, "", "x", str(out), str(keep), 1)["knn"] == 0.4
+
+
+def test_report_from_kept_results_over_two_teachers(ablation, tmp_path):
+    keep, doc = tmp_path / "keep", tmp_path / "doc" / "results.md"
+    for r in [_result("bssl", 0, 0.36), _result("bssl", 1, 0.34, teacher="bbbbbbbbbbbb", cpu="CPU B"),
+              _result("direct-simclr", 0, 0.30), _result("direct-simclr", 1, 0.31),
+              {**_result("fp-teacher", "aaaaaaaaaaaa", 0.40), "total_seconds": None}]:
+        _keep(keep, r)
+    doc.parent.mkdir()
+    doc.write_text("old tables\n" + ablation.NOTES_MARKER + "\nhand-written note\n")
+    argv = ["--preset", "smoke", "--rows", "bssl", "direct-simclr", "--seeds", "0", "1", "--out", str(tmp_path / "out"),
+            "--keep", str(keep), "--doc", str(doc), "--report-only"]
+    assert ablation.main(argv) == 0
+    page = doc.read_text()
+    assert "old tables" not in page and page.endswith(ablation.NOTES_MARKER + "\nhand-written note\n")
+    # both teachers are named, the evaluated one with its kNN; runs are counted per teacher
+    assert "`aaaaaaaaaaaa` (kNN 40.00, trained on CPU A) 3 runs" in page and "`bbbbbbbbbbbb` 1 runs" in page
+    assert "CPU A (3 runs); CPU B (1 runs)" in page
+    # BSSL 35.00 ± 1.41 against direct SimCLR 30.50 ± 0.71 on kNN: margin +4.50 over noise 1.58
+    assert "| full BSSL beats direct SimCLR on the binary student | knn | +4.50 | 1.58 | 2 | reproduced |" in page
+    assert "`direct-mocov2`" in page.split("## Not measured yet")[1]
+    data = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    # every requested (row, seed) is there, though other rows of the tables are not
+    assert data["summary"]["fp-teacher"]["knn"]["n"] == 1 and data["meta"]["complete"]
