@@ -79,9 +79,14 @@ def _evaluate(model_or_path, cfg, out_dir: Path) -> Dict[str, float]:
     return {p: float(res[p]["value"]) for p in PROTOCOLS} | {f"{p}_metric": res[p]["metric"] for p in PROTOCOLS}
 
 
+def _result_name(seed: int | str) -> str:
+    """File stem of a kept result: `seed<N>` for a run, the fingerprint for the teacher's own row."""
+    return f"seed{seed}" if isinstance(seed, int) else str(seed)
+
+
 def _kept(out: str, keep: str | None, row: str, seed: int) -> Dict[str, Any] | None:
     """A finished (row, seed) result: from this run's --out folder, else from the --keep folder."""
-    name = f"seed{seed}" if isinstance(seed, int) else str(seed)  # the teacher's rows are named by fingerprint
+    name = _result_name(seed)
     for f in (Path(out) / row / name / "result.json", Path(keep or "") / row / f"{name}.json"):
         if (keep or f.name == "result.json") and f.is_file():
             return json.loads(f.read_text())
@@ -91,8 +96,7 @@ def _kept(out: str, keep: str | None, row: str, seed: int) -> Dict[str, Any] | N
 def _finish(result: Dict[str, Any], out: str, keep: str | None) -> Dict[str, Any]:
     from bssl.utils import write_json
 
-    seed = result["seed"]
-    name = f"seed{seed}" if isinstance(seed, int) else str(seed)
+    name = _result_name(result["seed"])
     write_json(Path(out) / result["row"] / name / "result.json", result)
     if keep:
         write_json(Path(keep) / result["row"] / f"{name}.json", result)
@@ -101,16 +105,12 @@ def _finish(result: Dict[str, Any], out: str, keep: str | None) -> Dict[str, Any
 
 def teacher_fingerprint(path: str | Path) -> str:
     """Short content hash of a teacher's backbone weights: which teacher a kept result was distilled from."""
-    import hashlib
-
     import torch
 
+    from bssl.utils import hash_tensors
+
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    h = hashlib.sha256()
-    for name, tensor in sorted(ckpt["backbone"].items()):
-        h.update(name.encode())
-        h.update(tensor.contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
+    return hash_tensors(sorted(ckpt["backbone"].items())).hexdigest()[:12]
 
 
 def _cpu() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -61,6 +62,15 @@ def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def hash_tensors(items, h=None) -> "hashlib._Hash":
+    """Feed (name, tensor) pairs into a sha256 (a new one unless `h` is given): one content hash for weights."""
+    h = h if h is not None else hashlib.sha256()
+    for name, tensor in items:
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h
 
 
 def write_json(path: os.PathLike | str, obj: Any) -> None:

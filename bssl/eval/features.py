@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..utils import hash_tensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,11 +40,7 @@ def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _sha256_module(module: nn.Module) -> str:
-    h = hashlib.sha256(type(module).__qualname__.encode())
-    for name, tensor in module.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return hash_tensors(module.state_dict().items(), hashlib.sha256(type(module).__qualname__.encode())).hexdigest()
 
 
 class _FeaturesOf(nn.Module):
