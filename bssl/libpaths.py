@@ -7,11 +7,12 @@ build trees are searched, after an explicit path from an environment variable.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, List
+from typing import Dict, Iterable, List, Optional, Tuple
 
 
 def candidate_paths(lib_name: str, env_var: str, first: Iterable[Path] = ()) -> List[Path]:
@@ -24,3 +25,20 @@ def candidate_paths(lib_name: str, env_var: str, first: Iterable[Path] = ()) -> 
     out += [Path(entry) / "bssl" / "kernels" / lib_name for entry in sys.path if entry]
     out += [Path(p) for p in sorted(glob.glob(str(checkout / "build" / "*" / lib_name)))]
     return list(dict.fromkeys(out))
+
+
+def first_file(paths: Iterable[Path]) -> Optional[Path]:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def open_library(path: Path, signatures: Dict[str, Tuple[object, list]]) -> ctypes.CDLL:
+    """Load a shared library and declare each function's (restype, argtypes).
+
+    Raises OSError when the file cannot be loaded and AttributeError when a function is missing
+    (an older build): the caller turns both into its own message with what to do."""
+    handle = ctypes.CDLL(str(path))
+    for name, (res, args) in signatures.items():
+        fn = getattr(handle, name)
+        fn.restype = res
+        fn.argtypes = args
+    return handle

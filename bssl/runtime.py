@@ -23,7 +23,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .errors import UserError
-from .libpaths import candidate_paths as library_candidates
+from .libpaths import candidate_paths as library_candidates, first_file, open_library
 
 _NAMES = {"linux": "libbssl_runtime.so", "darwin": "libbssl_runtime.dylib", "win32": "bssl_runtime.dll"}
 LIB_NAME = _NAMES.get(sys.platform, "libbssl_runtime.so")
@@ -40,15 +40,12 @@ def candidate_paths() -> List[Path]:
 
 
 def find_library() -> Optional[Path]:
-    for p in candidate_paths():
-        if p.is_file():
-            return p
-    return None
+    return first_file(candidate_paths())
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _signatures() -> dict:
     c, P = ctypes, ctypes.c_void_p
-    sig = {
+    return {
         "bssl_runtime_format_version": (c.c_int, []),
         "bssl_model_last_error": (c.c_char_p, []),
         "bssl_model_load": (c.c_int, [c.c_char_p, c.POINTER(P)]),
@@ -64,10 +61,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bssl_model_set_threads": (c.c_int, [P, c.c_int32]),
         "bssl_model_run": (c.c_int, [P, P, c.c_int32, P, P]),
     }
-    for name, (res, args) in sig.items():
-        fn = getattr(lib, name)
-        fn.restype = res
-        fn.argtypes = args
 
 
 def lib() -> ctypes.CDLL:
@@ -80,8 +73,7 @@ def lib() -> ctypes.CDLL:
             if path is None:
                 raise UserError(f"the native runtime library {LIB_NAME} was not found; {_BUILD_HINT}")
             try:
-                handle = ctypes.CDLL(str(path))
-                _declare(handle)
+                handle = open_library(path, _signatures())
             except (OSError, AttributeError) as exc:
                 raise UserError(f"cannot load the native runtime {path}: {exc}; {_BUILD_HINT}") from None
             if handle.bssl_runtime_format_version() != FORMAT_VERSION:

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-from bssl.libpaths import candidate_paths as library_candidates
+from bssl.libpaths import candidate_paths as library_candidates, first_file, open_library
 
 ABI_VERSION = 3
 _NAMES = {"linux": "libbssl_kernels.so", "darwin": "libbssl_kernels.dylib", "win32": "bssl_kernels.dll"}
@@ -38,20 +38,17 @@ def candidate_paths() -> List[Path]:
 
 
 def find_library() -> Optional[Path]:
-    for p in candidate_paths():
-        if p.is_file():
-            return p
-    return None
+    return first_file(candidate_paths())
 
 
 class KernelsUnavailable(ImportError):
     """The compiled library is missing or does not match this binding."""
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _signatures() -> dict:
     c = ctypes
     P = c.c_void_p
-    sig = {
+    return {
         "bssl_abi_version": (c.c_int, []),
         "bssl_last_error": (c.c_char_p, []),
         "bssl_isa_name": (c.c_char_p, [c.c_int]),
@@ -80,10 +77,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bssl_thread_min_work_set": (c.c_int, [c.c_int64]),
         "bssl_peak_xor_popcount": (c.c_uint64, [c.c_int64, c.POINTER(c.c_int64)]),
     }
-    for name, (res, args) in sig.items():
-        fn = getattr(lib, name)
-        fn.restype = res
-        fn.argtypes = args
 
 
 def lib() -> ctypes.CDLL:
@@ -102,8 +95,7 @@ def lib() -> ctypes.CDLL:
                 "or point BSSL_KERNELS_LIB at it"
             )
         try:
-            handle = ctypes.CDLL(str(path))
-            _declare(handle)
+            handle = open_library(path, _signatures())
         except (OSError, AttributeError) as exc:
             raise KernelsUnavailable(f"could not load {path}: {exc}; rebuild with `pip install -e . --no-build-isolation`") from None
         if handle.bssl_abi_version() != ABI_VERSION:
