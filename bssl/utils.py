@@ -7,7 +7,7 @@ import json
 import os
 import random
 import subprocess
-import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -53,9 +53,9 @@ def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
     """Yield a temp path next to `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # os.open with 0o666 honours the umask; mkstemp would leave every report and model at mode 0600
+    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         os.replace(tmp_path, path)
