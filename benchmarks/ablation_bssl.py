@@ -330,12 +330,9 @@ def markdown(summary: Dict[str, Any], claims: List[Dict[str, Any]], meta: Dict[s
 
 def plots(summary: Dict[str, Any], out: Path, results: List[Dict[str, Any]]) -> List[Path]:
     """Bar chart of every row with seed-std error bars, and the student's gradient norms of rows (1) and (2)."""
-    import matplotlib
+    from bssl.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bssl.utils import atomic_path
+    plt = pyplot()
 
     made = []
     keys = [k for k in list(ROWS) + ["random-student", "fp-teacher"] if k in summary]
@@ -349,11 +346,7 @@ def plots(summary: Dict[str, Any], out: Path, results: List[Dict[str, Any]]) -> 
             ax.set_yticks(range(len(keys)), keys)
             ax.invert_yaxis()
             ax.grid(axis="x", alpha=0.3)
-        fig.tight_layout()
-        with atomic_path(out / "ablation_bars.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-        plt.close(fig)
-        made.append(out / "ablation_bars.png")
+        made.append(save_figure(fig, out / "ablation_bars.png", dpi=90))
     curves = {}
     for r in results:
         if r["row"] in ("abl1-random-classifier", "abl2-feature-similarity") and r.get("grad_curve"):
@@ -369,11 +362,7 @@ def plots(summary: Dict[str, Any], out: Path, results: List[Dict[str, Any]]) -> 
         ax.set_ylabel("gradient norm of the binary student k")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        with atomic_path(out / "grad_norms_rows12.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-        plt.close(fig)
-        made.append(out / "grad_norms_rows12.png")
+        made.append(save_figure(fig, out / "grad_norms_rows12.png", dpi=90))
     return made
 
 

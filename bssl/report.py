@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .plotting import pyplot, save_figure
+
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
@@ -28,10 +30,7 @@ def plot_curves(history: List[Dict[str, Any]], keys: List[str], path: Path, titl
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3), squeeze=False)
     for ax, (k, pts) in zip(axes[0], series.items()):
@@ -41,11 +40,7 @@ def plot_curves(history: List[Dict[str, Any]], keys: List[str], path: Path, titl
         ax.set_xlabel(x_key)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 # Row names of the protocols in the evaluation table.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import UserError
+from ..plotting import pyplot, save_figure
 from ..utils import atomic_path, write_json
 
 # backends that run the binary network bit-packed (the "bssl backends" of the targets)
@@ -154,10 +155,7 @@ def plot_latency_bars(report: Dict[str, Any], path: os.PathLike | str) -> Option
     rows = [r for r in report.get("rows", []) if r.get("status") == "ok"]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -178,18 +176,7 @@ def plot_latency_bars(report: Dict[str, Any], path: os.PathLike | str) -> Option
     ax.set_ylabel("p50 latency, batch 1 (ms, log)")
     ax.set_title(f"latency per backend, {s.get('input_size')}px, {s.get('threads')} thread(s)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def load_accuracy(path: os.PathLike | str) -> Dict[str, float]:
@@ -250,10 +237,7 @@ def plot_latency_vs_accuracy(report: Dict[str, Any], accuracy: Dict[str, float],
            if r.get("status") == "ok" and _accuracy_of(r, accuracy) is not None]
     if not pts:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for lat, acc, label in pts:
@@ -264,7 +248,7 @@ def plot_latency_vs_accuracy(report: Dict[str, Any], accuracy: Dict[str, float],
     ax.set_ylabel("accuracy")
     ax.set_title("latency vs accuracy")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_reports(report: Dict[str, Any], out_dir: os.PathLike | str, json_path: Optional[os.PathLike | str] = None,

@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
-from ..utils import atomic_path, code_version, write_json
+from ..plotting import pyplot, save_figure
+from ..utils import code_version, write_json
 from .machine import describe_machine
 from .models import parse_model_ref
 from .runner import run_benchmarks
@@ -89,10 +90,7 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
     ok = [p for p in report["points"] if p["status"] == "ok"]
     if not ok:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
@@ -122,12 +120,7 @@ def plot_scaling(report: Dict[str, Any], path: os.PathLike | str) -> Optional[Pa
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.suptitle(f"cost growth of {report['model']}, {report['threads']} thread(s), log-log with fitted slopes")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def scaling_markdown(report: Dict[str, Any]) -> str:

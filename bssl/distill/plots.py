@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..utils import atomic_path
+from ..plotting import pyplot, save_figure
 
 _LABELS = {
     "grad_classifier": "classifier g (FP, on teacher features)",
@@ -28,10 +28,7 @@ def plot_grad_norms(steps: List[Dict[str, Any]], path, title: str = "gradient no
     keys = [k for k in (steps[0] if steps else {}) if k.startswith("grad_")]
     if not keys:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = np.arange(len(steps))
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -48,17 +45,14 @@ def plot_grad_norms(steps: List[Dict[str, Any]], path, title: str = "gradient no
     ax.set_ylabel("gradient L2 norm")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_losses(history: List[Dict[str, Any]], path, title: str = "losses") -> Optional[Path]:
     """Loss, KL and L_FS per epoch (both stages on one axis)."""
     if not history:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(1, len(history) + 1)
@@ -73,16 +67,4 @@ def plot_losses(history: List[Dict[str, Any]], path, title: str = "losses") -> O
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def _save(fig, path) -> Path:
-    """Write the figure atomically as PNG and release it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Dict, Mapping
 
-from ..utils import atomic_path
+from ..plotting import pyplot, save_figure
 
 
 def _num(v, pct: bool = True) -> str:
@@ -83,10 +83,7 @@ def _detail_table(name: str, res: dict) -> list:
 
 def plot_fewshot(curves: Dict[str, dict], path: Path) -> Path:
     """One PNG: mAP (%) vs k (log2 axis) with std error bars, one line per model's few-shot result."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
     for model, res in curves.items():
@@ -103,12 +100,7 @@ def plot_fewshot(curves: Dict[str, dict], path: Path) -> Path:
     ax.set_title(f"Few-shot linear SVM{where}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi="figure")
 
 
 def comparison_rows(results_by_model: Mapping[str, Mapping[str, dict]]) -> list:
