@@ -348,6 +348,43 @@ static int check_mode(int32_t mode, const float *mul, const float *add, const in
   return 0;
 }
 
+/* The geometry and output of one convolution over an already padded input of padded width wp;
+ * every field not named here (thr, flip, fused, ...) starts zero. */
+static bssl_conv_args conv_args(int32_t wp, int32_t cw, int32_t kh, int32_t kw, const uint64_t *wblk,
+                                int32_t out_channels, int32_t kreal, int32_t mode, const float *mul,
+                                const float *add, void *out) {
+  return (bssl_conv_args){.row_words = (int64_t)wp * cw,
+                          .seg_words = kw * cw,
+                          .kh = kh,
+                          .k_words = (int64_t)kh * kw * cw,
+                          .wblk = wblk,
+                          .out_channels = out_channels,
+                          .nblk = (out_channels + BSSL_BLOCK_O - 1) / BSSL_BLOCK_O,
+                          .mode = mode,
+                          .kreal = kreal,
+                          .mul = mul,
+                          .add = add,
+                          .out = out};
+}
+
+/* Splits the ntiles output tiles into contiguous bands (bands of output rows), one per thread; a
+ * thread is only worth waking for min_work of `work` (in word-XORs, ~2^18 or ~16M binary MACs by
+ * default), and the pool holds 64 at most. */
+static void run_tiles(const bssl_isa_impl *impl, const bssl_conv_args *a, const uint64_t *x, int32_t n,
+                      int32_t hp, int32_t wp, int32_t cw, int32_t ho, int32_t wo, int32_t stride,
+                      int64_t ntiles, int64_t work, int32_t threads) {
+  const int64_t min_work = bssl_thread_min_work_get();
+  int64_t nth = threads < ntiles ? threads : ntiles;
+  if (min_work > 0 && nth > work / min_work) nth = work / min_work > 1 ? work / min_work : 1;
+  if (nth > 64) nth = 64;
+  work_t works[64];
+  for (int64_t i = 0; i < nth; i++)
+    works[i] = (work_t){impl, a, x, n, hp, wp, cw, ho, wo, stride, ntiles * i / nth, ntiles * (i + 1) / nth,
+                        NULL, NULL, NULL};
+  const int64_t ran = run_jobs(works, nth);
+  for (int64_t i = ran; i < nth; i++) worker(&works[i]); /* the pool could not grow that far */
+}
+
 /* x: packed input; or xf (+ bias): float NHWC input with `channels` channels, packed here
  * straight into the padded buffer */
 static int bconv(const uint64_t *x, const float *xf, const float *bias, int32_t channels,
@@ -410,36 +447,13 @@ static int bconv(const uint64_t *x, const float *xf, const float *bias, int32_t 
     xin = padded;
   }
 
-  bssl_conv_args a;
-  a.row_words = (int64_t)wp * cw;
-  a.seg_words = kw * cw;
-  a.kh = kh;
-  a.k_words = (int64_t)kh * kw * cw;
-  a.wblk = wblk;
-  a.out_channels = out_channels;
-  a.nblk = (out_channels + BSSL_BLOCK_O - 1) / BSSL_BLOCK_O;
-  a.mode = mode;
-  a.kreal = kreal;
-  a.mul = mul;
-  a.add = add;
+  bssl_conv_args a = conv_args(wp, cw, kh, kw, wblk, out_channels, kreal, mode, mul, add, out);
   a.thr = thr;
   a.flip = flip;
-  a.out = out;
   a.out_words = (out_channels + 63) / 64;
-
   const int64_t ntiles = ((int64_t)n * ho * wo + impl->mr - 1) / impl->mr;
-  /* each thread takes a contiguous range of tiles, i.e. a band of output rows; a thread is only
-   * worth waking for about 2^18 word-XORs (~16M binary MACs) of work */
-  const int64_t work = ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * a.k_words;
-  const int64_t min_work = bssl_thread_min_work_get();
-  int64_t nth = threads < ntiles ? threads : ntiles;
-  if (min_work > 0 && nth > work / min_work) nth = work / min_work > 1 ? work / min_work : 1;
-  if (nth > 64) nth = 64;
-  work_t works[64];
-  for (int64_t i = 0; i < nth; i++)
-    works[i] = (work_t){impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles * i / nth, ntiles * (i + 1) / nth, NULL, NULL, NULL};
-  const int64_t ran = run_jobs(works, nth);
-  for (int64_t i = ran; i < nth; i++) worker(&works[i]); /* the pool could not grow that far */
+  run_tiles(impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles,
+            ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * a.k_words, threads);
   free(padded);
   return rc;
 }
@@ -461,20 +475,7 @@ int bssl_bconv2d_fused(const uint64_t *x, int32_t n, int32_t hp, int32_t wp, int
     if (!ep->bits[i].dst || !ep->bits[i].bias) return fail(BSSL_EARG, "bconv2d_fused: NULL bits output %d", i);
   if (ep->corr && (!ep->corr_row || !ep->corr_col)) return fail(BSSL_EARG, "bconv2d_fused: correction without row/col classes");
   if (n == 0) return 0;
-  bssl_conv_args a;
-  memset(&a, 0, sizeof a);
-  a.row_words = (int64_t)wp * cw;
-  a.seg_words = kw * cw;
-  a.kh = kh;
-  a.k_words = (int64_t)kh * kw * cw;
-  a.wblk = wblk;
-  a.out_channels = out_channels;
-  a.nblk = (out_channels + BSSL_BLOCK_O - 1) / BSSL_BLOCK_O;
-  a.mode = BSSL_OUT_FUSED;
-  a.kreal = kreal;
-  a.mul = ep->mul;
-  a.add = ep->add;
-  a.out = ep->out;
+  bssl_conv_args a = conv_args(wp, cw, kh, kw, wblk, out_channels, kreal, BSSL_OUT_FUSED, ep->mul, ep->add, ep->out);
   a.fused = ep;
   a.ho = (hp - kh) / stride + 1;
   a.wo = (wp - kw) / stride + 1;
@@ -490,17 +491,8 @@ int bssl_bconv2d_fused(const uint64_t *x, int32_t n, int32_t hp, int32_t wp, int
    * over one input word (ReActNet-A's 112x112 expansion) at about half the time of the 3x3 conv
    * over nine words with the same outputs. Counting it lets the many-output, short-K 1x1 convs
    * split over threads like the others. */
-  const int64_t work = ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * (a.k_words + FUSED_EPILOGUE_WORDS);
-  const int64_t min_work = bssl_thread_min_work_get();
-  int64_t nth = threads < ntiles ? threads : ntiles;
-  if (min_work > 0 && nth > work / min_work) nth = work / min_work > 1 ? work / min_work : 1;
-  if (nth > 64) nth = 64;
-  work_t works[64];
-  for (int64_t i = 0; i < nth; i++)
-    works[i] = (work_t){impl, &a, x, n, hp, wp, cw, a.ho, a.wo, stride, ntiles * i / nth,
-                        ntiles * (i + 1) / nth, NULL, NULL, NULL};
-  const int64_t ran = run_jobs(works, nth);
-  for (int64_t i = ran; i < nth; i++) worker(&works[i]);
+  run_tiles(impl, &a, x, n, hp, wp, cw, a.ho, a.wo, stride, ntiles,
+            ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * (a.k_words + FUSED_EPILOGUE_WORDS), threads);
   return 0;
 }
 
