@@ -11,18 +11,7 @@ import torch
 from bssl.bench import get_backend, parse_model_ref, run_benchmarks
 from bssl.bench.backends.lce import venv_python
 from bssl.errors import UserError
-
-
-def _kernels_ok() -> bool:
-    try:
-        from bssl import kernels
-
-        return kernels.available()
-    except ImportError:
-        return False
-
-
-needs_kernels = pytest.mark.skipif(not _kernels_ok(), reason="compiled bssl kernels not available")
+from conftest import needs_kernels
 
 
 @needs_kernels

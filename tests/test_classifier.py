@@ -17,13 +17,7 @@ COLOURS = {"apple": (200, 30, 30), "boat": (30, 30, 200), "cloud": (230, 230, 23
 FAST = ["--preset", "smoke", "--set", "eval.linear_epochs=3", "--set", "data.batch_size=16", "--set", "eval.jobs=1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_folder(root, classes=CLASSES, per_class=4, seed=0):

@@ -13,22 +13,12 @@ if not K.available():
 from bssl.deploy import PackedBinaryConvBN, pack, set_threads  # noqa: E402
 from bssl.models import build_model  # noqa: E402
 from bssl.nn import BinaryConvBN, RPReLU, set_stage  # noqa: E402
+from conftest import trained_looking  # noqa: E402
 
 
 def _student(name="reactnet-a", pad_value=1.0, seed=0):
     torch.manual_seed(seed)
-    m = build_model(name, num_classes=10, input_size=32, width=0.25, pad_value=pad_value)
-    # trained-looking BN statistics and biases, so the folding is really exercised
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-1, 1)
-            mod.running_var.uniform_(0.5, 2.0)
-            mod.weight.data.uniform_(0.5, 1.5)
-            mod.bias.data.uniform_(-0.5, 0.5)
-    for n, p in m.named_parameters():  # RSign and RPReLU biases (the latter partly fold into units)
-        if n.endswith(("bias", "bias_in", "bias_out")) and p.dim() == 1 and ".bn" not in n:
-            p.data.uniform_(-0.2, 0.2)
-    return m.eval()
+    return trained_looking(build_model(name, num_classes=10, input_size=32, width=0.25, pad_value=pad_value))
 
 
 @pytest.mark.parametrize("pad_value", [1.0, 0.0])

@@ -12,34 +12,7 @@ from bssl.deploy.fold import FoldedUnit, fold_student, fold_unit, pack_weight_si
 from bssl.errors import UserError
 from bssl.models import build_model
 from bssl.nn import BinaryConvBN, RPReLU, set_stage
-
-
-def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Trained-looking BN statistics and RSign/RPReLU biases, so every folded number matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(1 + 0.3 * torch.randn(m.num_features, generator=g))
-                m.bias.copy_(0.3 * torch.randn(m.num_features, generator=g))
-        for name, p in model.named_parameters():
-            if name.endswith(("sign.bias", "bias_in", "bias_out")):
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
-
-def _kernels_ok() -> bool:
-    try:
-        from bssl import kernels
-
-        return kernels.available()
-    except ImportError:
-        return False
-
-
-needs_kernels = pytest.mark.skipif(not _kernels_ok(), reason="compiled bssl kernels not available")
+from conftest import kernels_built, needs_kernels, trained_looking
 
 
 def _reference(f: FoldedUnit, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +30,7 @@ def _reference(f: FoldedUnit, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("cin,cout,k,stride", [(70, 24, 3, 1), (64, 16, 3, 2), (130, 20, 1, 1), (5, 7, 3, 2)])
 def test_folded_unit_reproduces_the_unit(cin, cout, k, stride, pad_value):
     torch.manual_seed(cin + k + stride)
-    unit = _randomise(BinaryConvBN(cin, cout, k, stride=stride, pad_value=pad_value), seed=cin)
+    unit = trained_looking(BinaryConvBN(cin, cout, k, stride=stride, pad_value=pad_value))
     f = fold_unit(unit, "u")
     assert (f.in_channels, f.out_channels, f.kernel_size, f.stride, f.padding, f.pad_value) == \
         (cin, cout, k, stride, k // 2, pad_value)
@@ -77,7 +50,8 @@ def test_folded_unit_reproduces_the_unit(cin, cout, k, stride, pad_value):
 
 
 def test_folded_unit_numbers_are_the_float64_fold():
-    unit = _randomise(BinaryConvBN(33, 9, 3), seed=3)
+    torch.manual_seed(3)
+    unit = trained_looking(BinaryConvBN(33, 9, 3))
     f = fold_unit(unit, "u", extra_shift=torch.arange(9.0))
     bn, w = unit.bn, unit.conv.weight.detach().double()
     gamma, beta = bn.weight.detach().double(), bn.bias.detach().double()
@@ -128,7 +102,7 @@ def test_packers_agree_bit_for_bit(cin):
     # channel tail bits stay 0 (+1)
     if cin % 64:
         assert not np.any(words[..., -1] >> np.uint64(cin % 64))
-    if _kernels_ok():
+    if kernels_built():
         from bssl import kernels as K
 
         assert np.array_equal(K.pack_weights(w).numpy(), words)
@@ -152,7 +126,7 @@ STUDENTS = ["reactnet-a", "birealnet-18", "reactnet-18"]
 def _student(name, pad_value=1.0, seed=0):
     torch.manual_seed(seed)
     m = build_model(name, num_classes=10, input_size=32, width=0.25, stem="small", pad_value=pad_value)
-    return _randomise(m, seed)
+    return trained_looking(m)
 
 
 @pytest.mark.parametrize("name", STUDENTS)
@@ -296,7 +270,8 @@ def test_folded_unit_copies_stay_frozen():
     import copy
     import pickle
 
-    f = fold_unit(_randomise(BinaryConvBN(70, 8, 3, pad_value=0.0), seed=7), "u")
+    torch.manual_seed(7)
+    f = fold_unit(trained_looking(BinaryConvBN(70, 8, 3, pad_value=0.0)), "u")
     for g in (copy.deepcopy(f), pickle.loads(pickle.dumps(f))):
         assert not g.weight_bits.flags.writeable and not g.shift.flags.writeable
         assert _same(g, f) and np.array_equal(g.padding_correction(6, 6), f.padding_correction(6, 6))

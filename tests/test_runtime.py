@@ -19,7 +19,7 @@ import bssl.runtime as rt
 from bssl.deploy.model_file import read_header, reseal, write_model_file
 from bssl.errors import UserError
 from bssl.models import build_model
-from conftest import ambiguous_sign_inputs
+from conftest import ambiguous_sign_inputs, trained_looking
 
 if not rt.available():
     pytest.skip("native runtime library not built (pip install -e .)", allow_module_level=True)
@@ -27,31 +27,13 @@ if not rt.available():
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """torch's reference forward on one thread: on a shared 2-core runner more threads are ~8x slower."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def student(name="reactnet-a", size=32, pad_value=1.0, width=0.25, stem="auto", classes=10, seed=0):
     torch.manual_seed(seed)
     m = build_model(name, num_classes=classes, input_size=size, width=width, pad_value=pad_value, stem=stem)
-    # trained-looking BN statistics and biases, so every folded and fused part is exercised
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-1, 1)
-            mod.running_var.uniform_(0.5, 2.0)
-            mod.weight.data.uniform_(0.5, 1.5)
-            mod.bias.data.uniform_(-0.5, 0.5)
-        if isinstance(mod, nn.PReLU):
-            mod.weight.data.uniform_(0.05, 0.5)
-    for n, p in m.named_parameters():
-        if n.endswith(("bias", "bias_in", "bias_out")) and p.dim() == 1 and ".bn" not in n and "stem" not in n:
-            p.data.uniform_(-0.2, 0.2)
-    return m.eval()
+    return trained_looking(m)
 
 
 def compare(model, path, n=256, seed=1):

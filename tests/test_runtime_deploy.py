@@ -8,33 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import bssl.runtime as rt
 from bssl.cli import main
 from bssl.deploy.model_file import DTYPES, read_header
 from bssl.models import build_model, save_student
+from conftest import trained_looking
 
 if not rt.available():
     pytest.skip("native runtime library not built (pip install -e .)", allow_module_level=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def student(name="reactnet-a", size=32, width=0.25, classes=10, seed=0):
     torch.manual_seed(seed)
-    m = build_model(name, num_classes=classes, input_size=size, width=width, pad_value=1.0)
-    for mod in m.modules():  # trained-looking BN statistics, so the folded parts are not identities
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-1, 1)
-            mod.running_var.uniform_(0.5, 2.0)
-    return m.eval()
+    return trained_looking(build_model(name, num_classes=classes, input_size=size, width=width, pad_value=1.0))
 
 
 def tensor_dtypes(path: Path):
