@@ -230,10 +230,10 @@ def _compare(summary: Dict[str, Any], better: str, worse: str, p: str) -> Dict[s
     margin = a["mean"] - b["mean"]
     noise = (a["std"] ** 2 + b["std"] ** 2) ** 0.5
     seeds = min([s["n"] for row, s in ((better, a), (worse, b)) if not summary[row].get("fixed")] or [1])
-    if margin <= 0:
-        verdict = "NOT reproduced" + (" (reversed by more than the seed std)" if -margin > noise and seeds > 1 else "")
-    elif seeds < 2:
-        verdict = "same direction, one seed (no std yet)"
+    if seeds < 2:  # one side has no std yet: its noise is unknown, so no verdict either way
+        verdict = ("same" if margin > 0 else "other") + " direction, one seed (no std yet)"
+    elif margin <= 0:
+        verdict = "NOT reproduced" + (" (reversed by more than the seed std)" if -margin > noise else "")
     elif margin > noise:
         verdict = "reproduced"
     else:

@@ -66,3 +66,18 @@ def test_report_from_kept_results_over_two_teachers(ablation, tmp_path):
     data = json.loads((tmp_path / "out" / "ablation.json").read_text())
     # every requested (row, seed) is there, though other rows of the tables are not
     assert data["summary"]["fp-teacher"]["knn"]["n"] == 1 and data["meta"]["complete"]
+
+
+def test_verdicts_need_two_seeds_on_both_sides(ablation):
+    def row(mean, std, n):
+        return {"knn": {"mean": mean, "std": std, "n": n}}
+
+    summary = {"a1": row(0.30, 0.0, 1), "b1": row(0.32, 0.0, 1),
+               "a3": row(0.36, 0.005, 3), "b3": row(0.34, 0.005, 3), "c3": row(0.355, 0.01, 3)}
+    # one seed: no std, so a reversed mean is not yet "NOT reproduced"
+    assert ablation._compare(summary, "a1", "b1", "knn")["verdict"] == "other direction, one seed (no std yet)"
+    assert ablation._compare(summary, "a1", "a3", "knn")["verdict"] == "other direction, one seed (no std yet)"
+    assert ablation._compare(summary, "a3", "b3", "knn")["verdict"] == "reproduced"
+    assert ablation._compare(summary, "a3", "c3", "knn")["verdict"] == "same direction, within the seed std"
+    assert ablation._compare(summary, "b3", "a3", "knn")["verdict"] == "NOT reproduced (reversed by more than the seed std)"
+    assert ablation._compare(summary, "c3", "a3", "knn")["verdict"] == "NOT reproduced"
