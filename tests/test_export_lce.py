@@ -9,8 +9,8 @@ from bssl.errors import UserError
 from bssl.export import export_model, fold, larq_env
 from bssl.models import build_model
 
-from conftest import ambiguous_sign_inputs
-from test_export import N_EQUIV, _randomise, assert_equivalent
+from conftest import ambiguous_sign_inputs, trained_looking
+from test_export import N_EQUIV, assert_equivalent
 
 needs_larq = pytest.mark.skipif(
     larq_env.find_larq_python() is None,
@@ -21,7 +21,7 @@ needs_larq = pytest.mark.skipif(
 @needs_larq
 def test_lce_tflite_matches_pytorch_on_256_inputs(tmp_path):
     torch.manual_seed(0)
-    student = _randomise(build_model("reactnet-a", num_classes=10, input_size=32, width=0.125))
+    student = trained_looking(build_model("reactnet-a", num_classes=10, input_size=32, width=0.125))
     res = export_model(student, "lce", tmp_path, check_samples=N_EQUIV)
     assert res["path"].endswith("model.tflite") and res["bytes"] > 0
     # The binary convs became LCE's own bit-packed ops, not float convs.
