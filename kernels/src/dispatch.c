@@ -367,12 +367,14 @@ static bssl_conv_args conv_args(int32_t wp, int32_t cw, int32_t kh, int32_t kw, 
                           .out = out};
 }
 
-/* Splits the ntiles output tiles into contiguous bands (bands of output rows), one per thread; a
- * thread is only worth waking for min_work of `work` (in word-XORs, ~2^18 or ~16M binary MACs by
- * default), and the pool holds 64 at most. */
+/* Splits the output tiles into contiguous bands (bands of output rows), one per thread. The work
+ * counts word-XORs, words_per_output for each output value; a thread is only worth waking for
+ * min_work of it (~2^18 or ~16M binary MACs by default), and the pool holds 64 at most. */
 static void run_tiles(const bssl_isa_impl *impl, const bssl_conv_args *a, const uint64_t *x, int32_t n,
                       int32_t hp, int32_t wp, int32_t cw, int32_t ho, int32_t wo, int32_t stride,
-                      int64_t ntiles, int64_t work, int32_t threads) {
+                      int64_t words_per_output, int32_t threads) {
+  const int64_t ntiles = ((int64_t)n * ho * wo + impl->mr - 1) / impl->mr;
+  const int64_t work = ntiles * impl->mr * (int64_t)a->nblk * BSSL_BLOCK_O * words_per_output;
   const int64_t min_work = bssl_thread_min_work_get();
   int64_t nth = threads < ntiles ? threads : ntiles;
   if (min_work > 0 && nth > work / min_work) nth = work / min_work > 1 ? work / min_work : 1;
@@ -451,9 +453,7 @@ static int bconv(const uint64_t *x, const float *xf, const float *bias, int32_t 
   a.thr = thr;
   a.flip = flip;
   a.out_words = (out_channels + 63) / 64;
-  const int64_t ntiles = ((int64_t)n * ho * wo + impl->mr - 1) / impl->mr;
-  run_tiles(impl, &a, xin, n, hp, wp, cw, ho, wo, stride, ntiles,
-            ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * a.k_words, threads);
+  run_tiles(impl, &a, xin, n, hp, wp, cw, ho, wo, stride, a.k_words, threads);
   free(padded);
   return rc;
 }
@@ -485,14 +485,12 @@ int bssl_bconv2d_fused(const uint64_t *x, int32_t n, int32_t hp, int32_t wp, int
     return 0;
   }
   const bssl_isa_impl *impl = impl_of(isa);
-  const int64_t ntiles = ((int64_t)n * a.ho * a.wo + impl->mr - 1) / impl->mr;
   /* the fused epilogue (scale, residual, RPReLU, float store and sign bits per output value)
    * costs about as much as FUSED_EPILOGUE_WORDS word-XORs: BSSL_RUNTIME_PROFILE puts a 1x1 conv
    * over one input word (ReActNet-A's 112x112 expansion) at about half the time of the 3x3 conv
    * over nine words with the same outputs. Counting it lets the many-output, short-K 1x1 convs
    * split over threads like the others. */
-  run_tiles(impl, &a, x, n, hp, wp, cw, a.ho, a.wo, stride, ntiles,
-            ntiles * impl->mr * (int64_t)a.nblk * BSSL_BLOCK_O * (a.k_words + FUSED_EPILOGUE_WORDS), threads);
+  run_tiles(impl, &a, x, n, hp, wp, cw, a.ho, a.wo, stride, a.k_words + FUSED_EPILOGUE_WORDS, threads);
   return 0;
 }
 
