@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bssl.export import export_model, fold, larq_env  # noqa: E402
+from bssl.export import export_model, larq_env  # noqa: E402
 from bssl.models import build_model  # noqa: E402
 from bssl.utils import write_json  # noqa: E402
 
@@ -228,4 +228,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bssl.errors import exit_status
+
+    sys.exit(exit_status(main, "bench_export.py"))

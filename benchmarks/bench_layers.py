@@ -10,5 +10,8 @@ import sys
 
 from bssl.bench.layers import main
 
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from bssl.errors import exit_status
+
+    sys.exit(exit_status(main, "bench_layers.py"))

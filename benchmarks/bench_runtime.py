@@ -435,4 +435,6 @@ def update_doc(md: str, doc: Path = None, begin: str = BEGIN, end: str = END) ->
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bssl.errors import exit_status
+
+    sys.exit(exit_status(main, "bench_runtime.py"))

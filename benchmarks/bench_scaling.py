@@ -40,15 +40,11 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(ap)
-    from bssl.errors import UserError
-
-    try:
-        run(ap.parse_args(argv))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run(ap.parse_args(argv))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bssl.errors import exit_status
+
+    sys.exit(exit_status(main, "bench_scaling.py"))

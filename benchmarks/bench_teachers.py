@@ -132,6 +132,9 @@ def main(argv=None) -> int:
         METHODS.get(m)
     base = apply_overrides(load_preset(args.preset), args.overrides)
     base["run"]["device"] = args.device
+    from bssl.data.summary import summarize
+
+    summarize(base)  # a wrong data folder stops here, in one line, before --out is created
     seed = int(base["run"].get("seed", 0))
 
     from bssl.bench.machine import describe_machine
@@ -188,4 +191,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bssl.errors import exit_status
+
+    sys.exit(exit_status(main, "bench_teachers.py"))

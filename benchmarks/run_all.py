@@ -249,4 +249,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bssl.errors import exit_status
+
+    sys.exit(exit_status(main, "run_all.py"))

@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .errors import UserError
+from .errors import exit_status
 
 SUBCOMMANDS = ("run", "teacher", "distill", "export", "bench", "eval", "predict", "profile", "config")
 
@@ -49,15 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args._module.run(args) or 0)
-    except UserError as exc:
-        print(f"bssl {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"bssl {args.command}: interrupted", file=sys.stderr)
-        return 130
-
+    return exit_status(lambda: args._module.run(args), f"bssl {args.command}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""benchmarks/ablation_bssl.py: results kept in --keep are reused and reported, with their teachers."""
+"""benchmarks/ablation_bssl.py: results kept in --keep are reused and reported, with their teachers; bad input is one line."""
 
 from __future__ import annotations
 
@@ -81,3 +81,18 @@ def test_verdicts_need_two_seeds_on_both_sides(ablation):
     assert ablation._compare(summary, "a3", "c3", "knn")["verdict"] == "same direction, within the seed std"
     assert ablation._compare(summary, "b3", "a3", "knn")["verdict"] == "NOT reproduced (reversed by more than the seed std)"
     assert ablation._compare(summary, "c3", "a3", "knn")["verdict"] == "NOT reproduced"
+
+
+@pytest.mark.parametrize("script", ["ablation_bssl.py", "bench_teachers.py"])
+def test_missing_data_folder_is_one_line_before_any_output(script, tmp_path):
+    """The long benchmarks check their data before they create --out: one line, exit code 2, no traceback."""
+    import subprocess
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--preset", "cifar10",
+                           "--set", f"data.root={tmp_path / 'missing'}", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert f"{script}: error:" in proc.stderr and "does not exist" in proc.stderr
+    assert not out.exists()
