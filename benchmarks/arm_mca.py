@@ -265,15 +265,6 @@ def markdown(res: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_doc(md: str) -> None:
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC} has no {BEGIN} ... {END} section to replace")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{md}{END}{tail}")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpus", default=",".join(CPUS), help="comma-separated llvm-mca -mcpu values")
@@ -286,7 +277,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     if args.update_doc and "skipped" not in res:
-        update_doc(md)
+        from bssl.utils import replace_section
+
+        replace_section(DOC, BEGIN, END, md)
     return 0
 
 

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional
 
 MODEL = "reactnet-a"
 BACKENDS = ["runtime", "kernels", "onnxruntime-int8", "onnxruntime"]
+ROOT = Path(__file__).resolve().parents[1]
 DOC = "docs/model-format.md"
 BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
 THREADS_BEGIN, THREADS_END = "<!-- bench_runtime_threads:begin -->", "<!-- bench_runtime_threads:end -->"
@@ -400,6 +401,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--thread-scaling", default=None, metavar="COUNTS",
                     help="time only the runtime at these comma-separated thread counts (e.g. 1,2)")
     args = ap.parse_args(argv)
+    from bssl.utils import replace_section
+
     if args.thread_scaling:
         counts = [int(t) for t in args.thread_scaling.split(",") if t.strip()]
         res = thread_scaling(counts, args.input_size, args.runs, args.warmup, Path(args.out))
@@ -409,7 +412,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.markdown:
             Path(args.markdown).write_text(md)
         if args.update_doc:
-            update_doc(md, begin=THREADS_BEGIN, end=THREADS_END)
+            replace_section(ROOT / DOC, THREADS_BEGIN, THREADS_END, md.replace("## ", "### ", 1))
         return 0
     res = run(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -419,19 +422,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.markdown:
         Path(args.markdown).write_text(md)
     if args.update_doc:
-        update_doc(md)
+        replace_section(ROOT / DOC, BEGIN, END, md.replace("## ", "### ", 1))
     return 0
-
-
-def update_doc(md: str, doc: Path = None, begin: str = BEGIN, end: str = END) -> None:
-    """Put `md` between the markers of the doc, keeping everything else."""
-    doc = doc or Path(__file__).resolve().parents[1] / DOC
-    text = doc.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{doc} has no {begin} ... {end} section to replace")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    doc.write_text(f"{head}{begin}\n{md.replace('## ', '### ', 1)}{end}{tail}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,20 @@ def hash_tensors(items, h=None) -> "hashlib._Hash":
     return h
 
 
+def replace_section(path: os.PathLike | str, begin: str, end: str, text: str) -> None:
+    """Put text between the begin and end marker lines of a document, keeping everything else (generated
+    tables inside hand-written pages)."""
+    path = Path(path)
+    page = path.read_text()
+    if begin not in page or end not in page:
+        raise UserError(f"{path} has no {begin} ... {end} section to replace; add the two marker lines where the "
+                        "table belongs")
+    head, rest = page.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with atomic_path(path) as tmp:
+        tmp.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
 def write_json(path: os.PathLike | str, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")

@@ -24,3 +24,16 @@ def test_failed_atomic_write_leaves_nothing(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bssl"]
+
+
+def test_replace_section_keeps_the_hand_written_page(tmp_path):
+    from bssl.errors import UserError
+    from bssl.utils import replace_section
+
+    doc = tmp_path / "page.md"
+    doc.write_text("# Title\nintro\n<!-- t:begin -->\nold table\n<!-- t:end -->\nnotes\n")
+    replace_section(doc, "<!-- t:begin -->", "<!-- t:end -->", "new table\n")
+    assert doc.read_text() == "# Title\nintro\n<!-- t:begin -->\nnew table\n<!-- t:end -->\nnotes\n"
+    with pytest.raises(UserError, match="no <!-- u:begin -->"):
+        replace_section(doc, "<!-- u:begin -->", "<!-- u:end -->", "x\n")
+    assert "new table" in doc.read_text()
