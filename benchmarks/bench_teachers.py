@@ -3,7 +3,7 @@
     python benchmarks/bench_teachers.py --preset cpu --json out.json
     python benchmarks/bench_teachers.py --preset cpu --methods mocov2,byol --set teacher.epochs=3
     python benchmarks/bench_teachers.py --preset cifar10 --set data.root=ROOT --out runs/real/teachers \
-        --doc docs/results-real-teachers.md      # real photos; rerun to fill in what is missing
+        --keep docs/results-real/teachers --doc docs/results-real.md   # real photos; rerun to fill in the rest
 
 Every method is trained with train_teacher under the same preset (its [teacher] keys, the
 method's own paper defaults for the rest), then its backbone is re-loaded with load_teacher and
@@ -12,6 +12,8 @@ probed on frozen features of the held-out split: weighted kNN (bssl.eval.knn) an
 the reference every method must beat. Each finished method keeps its row in OUT/<method>/result.json
 (and, with --keep DIR, in DIR/<method>.json, a folder that can live in git) and is skipped when the
 command is run again, so the table fills in over interrupted runs and over sessions that lose OUT.
+--doc writes the table between the <!-- bench_teachers:begin/end --> lines of an existing page (or a page of
+its own); --report-only rewrites it from the kept rows without training anything.
 """
 
 from __future__ import annotations
@@ -94,21 +96,33 @@ def orderings(rows) -> list:
     return out
 
 
-def write_doc(args, base, rows) -> None:
+DOC_BEGIN, DOC_END = "<!-- bench_teachers:begin -->", "<!-- bench_teachers:end -->"
+
+
+def write_doc(args, base, rows, methods) -> None:
+    """The table as a section: between DOC_BEGIN/DOC_END of an existing page (so it can live inside
+    docs/results-real.md beside the ablation tables), or as a page of its own."""
     from bssl.bench.machine import describe_machine
-    from bssl.utils import atomic_path
+    from bssl.utils import atomic_path, replace_section
 
     m = describe_machine()
-    text = "\n".join([
-        f"# Teachers on {base['data']['dataset']}", "",
-        f"Command: `python benchmarks/bench_teachers.py {' '.join(sys.argv[1:])}` (one seed; each method with the "
+    shown = [a for a in (sys.argv[1:] if args.argv is None else args.argv) if a != "--report-only"]
+    section = "\n".join([
+        f"## Teachers on {base['data']['dataset']}", "",
+        f"Command: `python benchmarks/bench_teachers.py {' '.join(shown)}` (one seed; each method with the "
         f"preset's [teacher] budget and its paper defaults for the rest; kNN and a linear probe on frozen features of "
         f"the held-out split). Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['versions'].get('torch')}, "
-        f"{torch.get_num_threads()} torch thread(s). Rows appear as methods finish.", "",
-        table_text(args, base, rows), "", "## Orderings", ""] + [f"- {o}" for o in orderings(rows)]) + "\n"
+        f"{args.threads or torch.get_num_threads()} torch thread(s) per training. Rows appear as methods finish.", "",
+        table_text(args, base, rows), "", "### Orderings", ""] + [f"- {o}" for o in orderings(rows)]) + "\n"
+    missing = [m for m in methods if m not in rows]
+    if missing:
+        section += f"\nNot trained yet: {', '.join(missing)} (the same command trains them and keeps the rows above).\n"
+    if args.doc.is_file() and DOC_BEGIN in args.doc.read_text():
+        replace_section(args.doc, DOC_BEGIN, DOC_END, section)
+        return
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.doc) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(f"# Teachers on {base['data']['dataset']}\n\n{DOC_BEGIN}\n{section}{DOC_END}\n")
 
 
 def main(argv=None) -> int:
@@ -124,7 +138,10 @@ def main(argv=None) -> int:
     ap.add_argument("--doc", type=Path, default=None, help="write the table with the machine and orderings here")
     ap.add_argument("--keep", type=Path, default=None,
                     help="also keep each finished row as DIR/<method>.json (with its CPU); rows found there are reused")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: write the table (--doc, --json) from the rows already in --out or --keep")
     args = ap.parse_args(argv)
+    args.argv = argv
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -134,7 +151,8 @@ def main(argv=None) -> int:
     base["run"]["device"] = args.device
     from bssl.data.summary import summarize
 
-    summarize(base)  # a wrong data folder stops here, in one line, before --out is created
+    if not args.report_only:
+        summarize(base)  # a wrong data folder stops here, in one line, before --out is created
     seed = int(base["run"].get("seed", 0))
 
     from bssl.bench.machine import describe_machine
@@ -146,6 +164,8 @@ def main(argv=None) -> int:
         for done in copies:
             if done.is_file():
                 return json.loads(done.read_text())
+        if args.report_only:
+            return None
         row = {**compute(), "cpu": describe_machine()["cpu"]}
         for done in copies:
             _write(done, row)
@@ -161,6 +181,11 @@ def main(argv=None) -> int:
 
     device = pick_device(args.device)
     rows["random-init"] = cached(args.out / "random-init", random_row)
+    if rows["random-init"] is None:
+        from bssl.errors import UserError
+
+        raise UserError(f"no finished rows in {args.out}" + (f" or {args.keep}" if args.keep else "")
+                        + "; run without --report-only first")
     print(f"random-init: {rows['random-init']}", flush=True)
     for m in methods:
         cfg = apply_overrides(base, [f"teacher.method={m}"])
@@ -175,11 +200,16 @@ def main(argv=None) -> int:
                     "monitor_knn_acc": res["knn_acc"], "final_loss": res["history"][-1]["loss"],
                     "epochs": len(res["history"]), "fussl_base": teacher_settings(cfg).get("fussl_base")}
 
-        rows[m] = cached(out, method_row)
-        print(f"{m}: {rows[m]}", flush=True)
+        row = cached(out, method_row)
+        if row is None:  # --report-only and not trained yet
+            continue
+        rows[m] = row
+        print(f"{m}: {row}", flush=True)
         if args.doc:
-            write_doc(args, base, rows)
+            write_doc(args, base, rows, methods)
 
+    if args.doc:
+        write_doc(args, base, rows, methods)
     table = table_text(args, base, rows)
     print(table)
     if args.json:

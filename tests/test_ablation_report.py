@@ -96,3 +96,26 @@ def test_missing_data_folder_is_one_line_before_any_output(script, tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert f"{script}: error:" in proc.stderr and "does not exist" in proc.stderr
     assert not out.exists()
+
+
+def test_teacher_table_from_kept_rows_fills_its_section(tmp_path):
+    """bench_teachers --report-only trains nothing: the kept rows go between the markers of an existing page."""
+    import subprocess
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    row = {"images_per_s": 100.0, "train_s": 60.0, "cpu": "CPU A"}
+    (keep / "random-init.json").write_text(json.dumps({**row, "knn_acc": 0.2, "linear_acc": 0.19, "images_per_s": None}))
+    (keep / "byol.json").write_text(json.dumps({**row, "knn_acc": 0.3, "linear_acc": 0.28}))
+    page = tmp_path / "results.md"
+    page.write_text("# Results\nhand-written\n<!-- bench_teachers:begin -->\nold\n<!-- bench_teachers:end -->\nnotes\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_teachers.py"), "--preset", "smoke",
+                           "--methods", "byol,simsiam", "--out", str(tmp_path / "out"), "--keep", str(keep),
+                           "--doc", str(page), "--report-only"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    assert text.startswith("# Results\nhand-written\n<!-- bench_teachers:begin -->\n## Teachers on")
+    assert text.endswith("<!-- bench_teachers:end -->\nnotes\n") and "old" not in text
+    assert "| byol | 0.3000 | 0.2800 | +0.1000 |" in text and "byol leaves the random-init floor" in text
+    assert "Not trained yet: simsiam" in text
+    assert not (tmp_path / "out").exists()
