@@ -68,17 +68,23 @@ def table_text(args, base, rows) -> str:
 
     lines = [f"Teachers on {one_line(base)}; {base['data']['image_size']} px, preset {args.preset} "
              f"{' '.join(args.overrides)}",
-             "", "| method | kNN acc | linear acc | kNN vs random | images/s | train s |", "|---|---|---|---|---|---|"]
+             "", "| method | kNN acc | linear acc | kNN vs random | epochs | images/s | train s |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         ips = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
         lines.append(f"| {name} | {r['knn_acc']:.4f} | {r['linear_acc']:.4f} | {r['knn_acc'] - ref['knn_acc']:+.4f} | "
-                     f"{ips} | {r['train_s']:.0f} |")
+                     f"{r.get('epochs', '-')} | {ips} | {r['train_s']:.0f} |")
     cpus: dict = {}
     for name, r in rows.items():
         cpus.setdefault(r.get("cpu", "CPU not recorded"), []).append(name)
     lines += ["", "Each row was trained and timed on: " + "; ".join(f"{c} ({', '.join(n)})" for c, n in cpus.items())
               + " (compare images/s only between rows of one CPU)."]
     return "\n".join(lines)
+
+
+def _budgets(a, b) -> str:
+    """Said beside an ordering whose two rows trained for different numbers of epochs."""
+    ea, eb = a.get("epochs"), b.get("epochs")
+    return f" (after {ea} vs {eb} epochs: not the same budget)" if ea != eb else ""
 
 
 def orderings(rows) -> list:
@@ -88,11 +94,13 @@ def orderings(rows) -> list:
            f"{ref:.4f})" for m, r in rows.items() if m != "random-init"]
     if "ensiam" in rows and "simsiam-kaug" in rows:
         e, k = rows["ensiam"]["knn_acc"], rows["simsiam-kaug"]["knn_acc"]
-        out.append(f"EnSiam {'above' if e > k else 'NOT above'} SimSiam with K augmentations: kNN {e:.4f} vs {k:.4f}")
+        out.append(f"EnSiam {'above' if e > k else 'NOT above'} SimSiam with K augmentations: kNN {e:.4f} vs {k:.4f}"
+                   + _budgets(rows["ensiam"], rows["simsiam-kaug"]))
     base = (rows.get("fussl") or {}).get("fussl_base")
     if base in rows:
         f, b = rows["fussl"]["knn_acc"], rows[base]["knn_acc"]
-        out.append(f"FUSSL around {base} {'above' if f > b else 'NOT above'} plain {base}: kNN {f:.4f} vs {b:.4f}")
+        out.append(f"FUSSL around {base} {'above' if f > b else 'NOT above'} plain {base}: kNN {f:.4f} vs {b:.4f}"
+                   + _budgets(rows["fussl"], rows[base]))
     return out
 
 
