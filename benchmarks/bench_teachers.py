@@ -122,7 +122,7 @@ def write_doc(args, base, rows, methods) -> None:
         f"the held-out split). Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['versions'].get('torch')}, "
         f"{args.threads or torch.get_num_threads()} torch thread(s) per training. Rows appear as methods finish.", "",
         table_text(args, base, rows), "", "### Orderings", ""] + [f"- {o}" for o in orderings(rows)]) + "\n"
-    missing = [m for m in methods if m not in rows]
+    missing = [name for name in methods if name not in rows]
     if missing:
         section += f"\nNot trained yet: {', '.join(missing)} (the same command trains them and keeps the rows above).\n"
     if args.doc.is_file() and DOC_BEGIN in args.doc.read_text():
