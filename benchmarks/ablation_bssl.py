@@ -22,7 +22,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 # Rows: name -> (table, method, [distill] overrides, label)
 ROWS: Dict[str, tuple] = {
@@ -382,19 +382,9 @@ def _svm_text(cfg: Dict[str, Any]) -> str:
     return name + (f" at {root}" if root else "")
 
 
-def check_inputs(cfg, teacher: Optional[Path]) -> None:
-    """A wrong data folder or teacher path stops here, in one line, before --out is created."""
-    from bssl.data.summary import summarize
-    from bssl.errors import UserError
-
-    if teacher is not None and not Path(teacher).is_file():
-        raise UserError(f"teacher checkpoint {teacher} does not exist; pass a file from `bssl teacher` or leave "
-                        "--teacher out to train one into --out")
-    summarize(cfg)  # builds both splits, as `bssl run` does before its run folder exists
-
-
 def main(argv=None) -> int:
     from bssl.config import apply_overrides, load_preset
+    from bssl.pipeline import validate_inputs
     from bssl.data.summary import one_line
     from bssl.utils import atomic_path, write_json
 
@@ -424,7 +414,7 @@ def main(argv=None) -> int:
         cfg["run"]["device"] = args.device
     cfg.setdefault("eval", {})["jobs"] = 1  # the SVM sweep must not oversubscribe the parallel runs
     if not args.report_only:
-        check_inputs(cfg, args.teacher)
+        validate_inputs(cfg, args.teacher)  # a wrong data folder or teacher stops here, before --out exists
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(args.jobs, 1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -79,4 +80,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bssl.errors import exit_status
+
+    sys.exit(exit_status(main, "bench_svm.py"))

@@ -107,14 +107,14 @@ def orderings(rows) -> list:
 DOC_BEGIN, DOC_END = "<!-- bench_teachers:begin -->", "<!-- bench_teachers:end -->"
 
 
-def write_doc(args, base, rows, methods) -> None:
+def write_doc(args, argv, base, rows, methods) -> None:
     """The table as a section: between DOC_BEGIN/DOC_END of an existing page (so it can live inside
     docs/results-real.md beside the ablation tables), or as a page of its own."""
     from bssl.bench.machine import describe_machine
     from bssl.utils import atomic_path, replace_section
 
     m = describe_machine()
-    shown = [a for a in (sys.argv[1:] if args.argv is None else args.argv) if a != "--report-only"]
+    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
     section = "\n".join([
         f"## Teachers on {base['data']['dataset']}", "",
         f"Command: `python benchmarks/bench_teachers.py {' '.join(shown)}` (one seed; each method with the "
@@ -149,7 +149,6 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: write the table (--doc, --json) from the rows already in --out or --keep")
     args = ap.parse_args(argv)
-    args.argv = argv
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -157,10 +156,10 @@ def main(argv=None) -> int:
         METHODS.get(m)
     base = apply_overrides(load_preset(args.preset), args.overrides)
     base["run"]["device"] = args.device
-    from bssl.data.summary import summarize
+    from bssl.pipeline import validate_inputs
 
     if not args.report_only:
-        summarize(base)  # a wrong data folder stops here, in one line, before --out is created
+        validate_inputs(base)  # a wrong data folder stops here, in one line, before --out is created
     seed = int(base["run"].get("seed", 0))
 
     from bssl.bench.machine import describe_machine
@@ -214,10 +213,10 @@ def main(argv=None) -> int:
         rows[m] = row
         print(f"{m}: {row}", flush=True)
         if args.doc:
-            write_doc(args, base, rows, methods)
+            write_doc(args, argv, base, rows, methods)
 
     if args.doc:
-        write_doc(args, base, rows, methods)
+        write_doc(args, argv, base, rows, methods)
     table = table_text(args, base, rows)
     print(table)
     if args.json:

@@ -75,6 +75,18 @@ class RunState:
             write_json(self.path, self.data)
 
 
+def validate_inputs(cfg: Dict[str, Any], teacher: Optional[Path] = None) -> Dict[str, Any]:
+    """Check the teacher file and build both data splits; a mistake raises UserError before any folder exists."""
+    if teacher is not None:
+        if not Path(teacher).is_file():
+            raise UserError(f"teacher checkpoint {teacher} does not exist; pass a bssl, MoCo/SimSiam .pth.tar or "
+                            "torchvision file, or leave the teacher out to train one")
+        from bssl.teachers import load_teacher
+        load_teacher(teacher)
+    from .data.summary import summarize
+    return summarize(cfg)
+
+
 def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, force: bool = False,
                  teacher: Optional[Path] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run the whole path on cfg['data'] and write report.json / report.md in out_dir."""
@@ -85,16 +97,7 @@ def run_pipeline(cfg: Dict[str, Any], out_dir: Path, *, resume: bool = False, fo
         log = _silent
 
     # Validate every input before the run folder is touched, so a mistake leaves nothing behind.
-    def validate_inputs():
-        if teacher is not None:
-            if not Path(teacher).is_file():
-                raise UserError(f"teacher checkpoint {teacher} does not exist; pass a bssl, MoCo/SimSiam .pth.tar or torchvision file")
-            from bssl.teachers import load_teacher
-            load_teacher(teacher)
-        from .data.summary import summarize
-        return summarize(cfg)  # builds both splits: a layout mistake stops here, before any folder exists
-
-    data_summary = D.agree(validate_inputs)
+    data_summary = D.agree(lambda: validate_inputs(cfg, teacher))
     from .data.summary import format_summary
     log("[bssl run] data\n" + "\n".join("  " + line for line in format_summary(data_summary).splitlines()))
     fresh = not (resume and (out_dir / "state.json").exists())
