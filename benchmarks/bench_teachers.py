@@ -4,6 +4,7 @@
     python benchmarks/bench_teachers.py --preset cpu --methods mocov2,byol --set teacher.epochs=3
     python benchmarks/bench_teachers.py --preset cifar10 --set data.root=ROOT --out runs/real/teachers \
         --keep docs/results-real/teachers --doc docs/results-real.md   # real photos; rerun to fill in the rest
+    python benchmarks/bench_teachers.py ... --methods ensiam@10,simsiam-kaug@30   # extra rows at another budget
 
 Every method is trained with train_teacher under the same preset (its [teacher] keys, the
 method's own paper defaults for the rest), then its backbone is re-loaded with load_teacher and
@@ -92,10 +93,12 @@ def orderings(rows) -> list:
     ref = rows["random-init"]["knn_acc"]
     out = [f"{m} {'leaves' if r['knn_acc'] > ref else 'does NOT leave'} the random-init floor (kNN {r['knn_acc']:.4f} vs "
            f"{ref:.4f})" for m, r in rows.items() if m != "random-init"]
-    if "ensiam" in rows and "simsiam-kaug" in rows:
-        e, k = rows["ensiam"]["knn_acc"], rows["simsiam-kaug"]["knn_acc"]
-        out.append(f"EnSiam {'above' if e > k else 'NOT above'} SimSiam with K augmentations: kNN {e:.4f} vs {k:.4f}"
-                   + _budgets(rows["ensiam"], rows["simsiam-kaug"]))
+    pairs = [(e, k) for e in rows if e.partition("@")[0] == "ensiam" for k in rows if k.partition("@")[0] == "simsiam-kaug"]
+    same_budget = [(e, k) for e, k in pairs if rows[e].get("epochs") == rows[k].get("epochs")]
+    for e, k in same_budget or pairs:  # an equal-budget pair answers the question; otherwise say the budgets differ
+        ke, kk = rows[e]["knn_acc"], rows[k]["knn_acc"]
+        out.append(f"EnSiam {'above' if ke > kk else 'NOT above'} SimSiam with K augmentations: kNN {ke:.4f} vs {kk:.4f}"
+                   + (f" (both {rows[e].get('epochs')} epochs)" if (e, k) in same_budget else _budgets(rows[e], rows[k])))
     base = (rows.get("fussl") or {}).get("fussl_base")
     if base in rows:
         f, b = rows["fussl"]["knn_acc"], rows[base]["knn_acc"]
@@ -133,10 +136,24 @@ def write_doc(args, argv, base, rows, methods) -> None:
         tmp.write_text(f"# Teachers on {base['data']['dataset']}\n\n{DOC_BEGIN}\n{section}{DOC_END}\n")
 
 
+def method_budget(entry: str):
+    """`METHOD` (the preset's budget) or `METHOD@EPOCHS` (the same method for EPOCHS epochs, its own row)."""
+    from bssl.errors import UserError
+
+    method, at, epochs = entry.partition("@")
+    METHODS.get(method)
+    if at and not (epochs.isdigit() and int(epochs) > 0):
+        raise UserError(f"--methods {entry}: the number after @ is the epochs to train, a positive integer "
+                        f"(e.g. {method}@30)")
+    return method, int(epochs) if at else None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--methods", default=",".join(ALL), help="comma-separated methods")
+    ap.add_argument("--methods", default=",".join(ALL),
+                    help="comma-separated methods; METHOD@EPOCHS adds a row of METHOD trained for EPOCHS epochs "
+                         "(e.g. simsiam-kaug@30 beside EnSiam's 30)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_teachers"), help="folder for the teachers")
     ap.add_argument("--resume", action="store_true", help="(always on) finished methods are reused, checkpoints continued")
@@ -152,8 +169,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for m in methods:
-        METHODS.get(m)
+    budgets = {m: method_budget(m) for m in methods}
     base = apply_overrides(load_preset(args.preset), args.overrides)
     base["run"]["device"] = args.device
     from bssl.pipeline import validate_inputs
@@ -195,7 +211,8 @@ def main(argv=None) -> int:
                         + "; run without --report-only first")
     print(f"random-init: {rows['random-init']}", flush=True)
     for m in methods:
-        cfg = apply_overrides(base, [f"teacher.method={m}"])
+        method, epochs = budgets[m]
+        cfg = apply_overrides(base, [f"teacher.method={method}"] + ([f"teacher.epochs={epochs}"] if epochs else []))
         out = args.out / m
 
         def method_row():

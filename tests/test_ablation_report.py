@@ -119,3 +119,25 @@ def test_teacher_table_from_kept_rows_fills_its_section(tmp_path):
     assert "| byol | 0.3000 | 0.2800 | +0.1000 |" in text and "byol leaves the random-init floor" in text
     assert "Not trained yet: simsiam" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_teacher_orderings_prefer_an_equal_budget_pair():
+    """EnSiam vs SimSiam K-aug is answered by the rows with the same epochs when the table has them."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_teachers
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from bssl.errors import UserError
+
+    row = lambda knn, epochs: {"knn_acc": knn, "epochs": epochs}  # noqa: E731
+    rows = {"random-init": row(0.2, None), "ensiam": row(0.32, 30), "simsiam-kaug": row(0.31, 10)}
+    assert any(o.endswith("(after 30 vs 10 epochs: not the same budget)") for o in bench_teachers.orderings(rows))
+    rows["simsiam-kaug@30"] = row(0.35, 30)
+    said = [o for o in bench_teachers.orderings(rows) if o.startswith("EnSiam")]
+    assert said == ["EnSiam NOT above SimSiam with K augmentations: kNN 0.3200 vs 0.3500 (both 30 epochs)"]
+    assert bench_teachers.method_budget("simsiam-kaug@30") == ("simsiam-kaug", 30)
+    assert bench_teachers.method_budget("ensiam") == ("ensiam", None)
+    for bad in ("ensiam@", "ensiam@0", "ensiam@ten", "nosuch@3"):
+        with pytest.raises(UserError):
+            bench_teachers.method_budget(bad)
