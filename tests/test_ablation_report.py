@@ -44,6 +44,26 @@ def test_kept_result_is_not_rerun(ablation, tmp_path):
     assert ablation.run_task({}, "bssl", 0, "", "x", str(out), str(keep), 1)["knn"] == 0.4
 
 
+def test_resumed_run_counts_the_epochs_of_every_invocation(ablation, tmp_path, one_torch_thread):
+    """A run stopped after epoch 1 and finished by the ablation reports its whole time, not only the last part."""
+    from bssl.config import apply_overrides, load_preset
+    from bssl.distill import run_distill
+
+    from conftest import write_teacher
+
+    cfg = apply_overrides(load_preset("smoke"), ["data.num_train=32", "data.num_test=32", "distill.batch_size=16",
+                                                 "run.device=\"cpu\""])
+    teacher = write_teacher(tmp_path / "teacher.pt", cfg)
+    out = tmp_path / "out"
+    part = run_distill(ablation._row_cfg(cfg, "bssl", 0), teacher, out / "bssl" / "seed0", progress=False,
+                       stop_after=1)
+    r = ablation.run_task(cfg, "bssl", 0, str(teacher), "fp", str(out), None, 1)
+    history = json.loads((out / "bssl" / "seed0" / "distill.json").read_text())["history"]
+    assert len(part["history"]) == 1 and len(history) == 2 and history[0] == part["history"][0]
+    assert r["resumed"] and r["epoch_seconds"] == pytest.approx(sum(h["seconds"] for h in history), abs=0.1)
+    assert r["total_seconds"] >= r["epoch_seconds"] > 0
+
+
 def test_report_from_kept_results_over_two_teachers(ablation, tmp_path):
     keep, doc = tmp_path / "keep", tmp_path / "doc" / "results.md"
     for r in [_result("bssl", 0, 0.36), _result("bssl", 1, 0.34, teacher="bbbbbbbbbbbb", cpu="CPU B"),
