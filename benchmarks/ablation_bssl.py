@@ -147,10 +147,9 @@ def run_task(cfg: Dict[str, Any], row: str, seed: int, teacher: str, teacher_fp:
     scores = _evaluate(dres["checkpoint"], rcfg, folder / "eval")
     last = dres["history"][-1]
     # a resumed run's own clock saw only its last part; its epochs carry their times from every invocation
-    epoch_seconds = sum(float(h.get("seconds", 0.0)) for h in dres["history"])
-    total = epoch_seconds + time.time() - t_eval if resume else time.time() - t0
+    total = dres["train_seconds"] + time.time() - t_eval if resume else time.time() - t0
     result = {"row": row, "seed": seed, **scores, "teacher": teacher_fp, "cpu": _cpu(),
-              "threads": threads, "distill_seconds": dres["seconds"], "epoch_seconds": round(epoch_seconds, 1),
+              "threads": threads, "distill_seconds": dres["seconds"], "epoch_seconds": dres["train_seconds"],
               "resumed": resume, "total_seconds": round(total, 1), "final_loss": last.get("loss"),
               "grad_norms_last_epoch": {k: v for k, v in last.items() if k.startswith("grad_")},
               "grad_curve": _grad_curve(folder)}

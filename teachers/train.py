@@ -28,7 +28,7 @@ from bssl.utils import JsonlLogger, load_checkpoint, pick_device, save_checkpoin
 from bssl.train import distributed as D
 from bssl.train import (Stepper, all_rng_states, batch_plan, build_optimizer, check_precision, check_world,
                         config_mismatch, loader_workers, make_loader, memory_format, restarted_lr_factor,
-                        restore_rank_rng)
+                        restore_rank_rng, train_seconds)
 from bssl.train.state import changed_keys
 from bssl.train import steps as train_steps
 
@@ -105,7 +105,8 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
                   stop_after: Optional[int] = None) -> Dict[str, Any]:
     """Train the teacher of cfg['teacher'] on cfg['data']; write <out_dir>/teacher.pt after each epoch.
 
-    Returns {'checkpoint', 'knn_acc', 'images_per_s', 'history', 'method'}. With resume=True an
+    Returns {'checkpoint', 'knn_acc', 'images_per_s', 'history', 'method', 'train_seconds'} (the epochs'
+    time over every invocation of a resumed run). With resume=True an
     existing checkpoint in out_dir is continued (the config and the number of processes must match,
     except teacher.epochs and teacher.knn_every); without one it starts fresh. `stop_after=E`
     returns after epoch E of the schedule (train in chunks; resume continues).
@@ -208,6 +209,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
     knn_every = max(int(t["knn_every"]), 1)
     last_epoch = epochs if stop_after is None else min(epochs, int(stop_after))
     for epoch in range(start_epoch, last_epoch):
+        t_epoch = time.perf_counter()
         ctx = {"plain_loader": plain_loader(train_set, True), "num_train": len(train_set), "device": device}
         changed = method.prepare_epoch(epoch, epochs, ctx)
         if model is None or changed:
@@ -244,6 +246,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
                   **getattr(method, "info", {})}
         if (epoch + 1) % knn_every == 0 or epoch + 1 == epochs:
             record["knn_acc"] = monitor()
+        record["seconds"] = round(time.perf_counter() - t_epoch, 2)
         history.append(record)
         rng = all_rng_states()
         if main:
@@ -258,7 +261,7 @@ def train_teacher(cfg: Dict[str, Any], out_dir: Path, resume: bool = False, *,
         knn = monitor()
     ips = sum(speeds) / len(speeds) if speeds else next((h["images_per_s"] for h in reversed(history)), 0.0)
     return {"checkpoint": str(ckpt_path), "knn_acc": knn, "images_per_s": ips, "history": history,
-            "method": method.name}
+            "method": method.name, "train_seconds": train_seconds(history)}
 
 
 def teacher_weights(method, info) -> Dict[str, Any]:

@@ -69,6 +69,9 @@ def test_resume_continues_exactly(tmp_path):
     assert len(part["history"]) == 1
     resumed = train_teacher(cfg, tmp_path / "part", resume=True)
     assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in full["history"]], rel=1e-5)
+    # the resumed run's time counts the epoch of the first invocation too
+    assert resumed["history"][0]["seconds"] == part["history"][0]["seconds"] == part["train_seconds"] > 0
+    assert resumed["train_seconds"] == pytest.approx(part["train_seconds"] + resumed["history"][1]["seconds"], abs=0.02)
     a = load_checkpoint(full["checkpoint"])
     b = load_checkpoint(resumed["checkpoint"])
     for k, v in a["method_state"].items():

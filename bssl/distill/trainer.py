@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..train import (Stepper, all_rng_states, batch_plan, check_precision, check_world, config_mismatch, lr_factor,
-                     loader_workers, make_loader, memory_format, restore_rank_rng)
+                     loader_workers, make_loader, memory_format, restore_rank_rng, train_seconds)
 from ..train import distributed as D
 from ..train import steps as train_steps
 from ..train.optim import build_optimizer, trainable_params
@@ -207,7 +207,8 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
     """Distil the teacher at `teacher_path` into a binary student; see the module docstring for the layout.
 
     Returns `checkpoint` (final student .pt, kind "student"), `stage_checkpoints`, `history`
-    (one dict per epoch), `plots` (PNG paths), `seconds`, plus `method` and `stages`.
+    (one dict per epoch), `plots` (PNG paths), `seconds` (this call), `train_seconds` (the epochs over every
+    invocation of a resumed run), plus `method` and `stages`.
     `stage` runs one stage only; stage 2 alone needs `init` (a stage-1 checkpoint) or an
     existing `out_dir/stage1.pt`. `resume=True` continues whatever `out_dir` holds (finished stages
     are kept, an unfinished one restarts from its last epoch; the config and number of processes
@@ -288,7 +289,8 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
 
     def _stopped():
         return {"checkpoint": None, "stage_checkpoints": stage_ckpts, "history": history, "plots": [],
-                "seconds": round(time.time() - t0, 2), "method": method_name, "stages": [s for s, _ in plan],
+                "seconds": round(time.time() - t0, 2), "train_seconds": train_seconds(history),
+                "method": method_name, "stages": [s for s, _ in plan],
                 "teacher": str(teacher_path) if teacher_path else None, "stopped_after": stop_after}
 
     for s, epochs in plan:
@@ -341,7 +343,8 @@ def run_distill(cfg: Dict[str, Any], teacher_path, out_dir, resume: bool = False
         plots = [p for p in (plot_grad_norms(steps, out_dir / "grad_norms.png", title=f"{method_name}: gradient norms"),
                              plot_losses(history, out_dir / "losses.png", title=f"{method_name}: losses")) if p]
     result = {"checkpoint": str(final), "stage_checkpoints": stage_ckpts, "history": history,
-              "plots": [str(p) for p in plots], "seconds": round(time.time() - t0, 2), "method": method_name,
+              "plots": [str(p) for p in plots], "seconds": round(time.time() - t0, 2),
+              "train_seconds": train_seconds(history), "method": method_name,
               "stages": [s for s, _ in plan], "teacher": str(teacher_path) if teacher_path else None}
     if main:
         write_json(out_dir / "distill.json", result)

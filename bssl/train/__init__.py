@@ -9,9 +9,9 @@ from . import distributed
 from .loop import PRECISIONS, BatchPlan, Stepper, autocast, batch_plan, check_precision, grad_norm, loader_workers, make_loader, memory_format, steps
 from .optim import LARS, OPTIMIZERS, build_optimizer, trainable_params
 from .schedule import lr_factor, restarted_lr_factor
-from .state import all_rng_states, check_world, config_mismatch, restore_rank_rng, rng_state, set_rng_state
+from .state import all_rng_states, check_world, config_mismatch, restore_rank_rng, rng_state, set_rng_state, train_seconds
 
 __all__ = ["distributed", "PRECISIONS", "BatchPlan", "Stepper", "autocast", "batch_plan", "check_precision",
            "grad_norm", "loader_workers", "make_loader", "memory_format", "steps", "LARS", "OPTIMIZERS", "build_optimizer", "trainable_params",
            "lr_factor", "restarted_lr_factor", "all_rng_states", "check_world", "config_mismatch",
-           "restore_rank_rng", "rng_state", "set_rng_state"]
+           "restore_rank_rng", "rng_state", "set_rng_state", "train_seconds"]

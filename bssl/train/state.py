@@ -91,3 +91,9 @@ def config_mismatch(saved: Dict[str, Any], cfg: Dict[str, Any], sections: Iterab
     if a != b:
         return f"run.seed ({a!r} in the checkpoint, {b!r} now)"
     return None
+
+
+def train_seconds(history: List[Dict[str, Any]]) -> float:
+    """Training time of a run from its epoch records: a resumed run's own clock sees only its last
+    invocation, but every epoch in the checkpoint's history carries the seconds it took."""
+    return round(sum(float(h.get("seconds", 0.0)) for h in history), 2)
