@@ -139,15 +139,13 @@ def run_task(cfg: Dict[str, Any], row: str, seed: int, teacher: str, teacher_fp:
     if done is not None:
         return done
     folder = Path(out) / row / f"seed{seed}"
-    t0 = time.time()
     rcfg = _row_cfg(cfg, row, seed)
     resume = (folder / "log.jsonl").exists()
     dres = run_distill(rcfg, teacher, folder, resume=resume, progress=False)
     t_eval = time.time()
     scores = _evaluate(dres["checkpoint"], rcfg, folder / "eval")
     last = dres["history"][-1]
-    # a resumed run's own clock saw only its last part; its epochs carry their times from every invocation
-    total = dres["train_seconds"] + time.time() - t_eval if resume else time.time() - t0
+    total = dres["train_seconds"] + time.time() - t_eval  # train_seconds spans every invocation of a resumed run
     result = {"row": row, "seed": seed, **scores, "teacher": teacher_fp, "cpu": _cpu(),
               "threads": threads, "distill_seconds": dres["seconds"], "epoch_seconds": dres["train_seconds"],
               "resumed": resume, "total_seconds": round(total, 1), "final_loss": last.get("loss"),

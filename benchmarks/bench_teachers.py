@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -216,13 +215,11 @@ def main(argv=None) -> int:
         out = args.out / m
 
         def method_row():
-            t0 = time.perf_counter()
             resume = (out / CHECKPOINT_NAME).exists()
-            res = train_teacher(cfg, out, resume=resume)
-            # a resumed teacher's own clock saw only its last part; its epochs carry their times
-            train_s = res["train_seconds"] if resume else time.perf_counter() - t0
+            res = train_teacher(cfg, out, resume=resume)  # its train_seconds spans every invocation of a resumed run
             encoder, info = load_teacher(res["checkpoint"])
-            return {**probe(encoder, cfg, device), "images_per_s": res["images_per_s"], "train_s": round(train_s, 1), "resumed": resume,
+            return {**probe(encoder, cfg, device), "images_per_s": res["images_per_s"],
+                    "train_s": round(res["train_seconds"], 1), "resumed": resume,
                     "monitor_knn_acc": res["knn_acc"], "final_loss": res["history"][-1]["loss"],
                     "epochs": len(res["history"]), "fussl_base": teacher_settings(cfg).get("fussl_base")}
 
